@@ -1,0 +1,121 @@
+"""The adapter contract and registry: what every protocol or system adapter offers.
+
+An adapter is configured by a pydantic model (its `config_model`) selected by the `type:`
+of a system in `isthmus.yaml`. It offers a reader (changes since a watermark → source
+records), a writer (a batch of mapped records → one result per record), or both, and a
+`check` that tests the connection without moving data. Adapters classify failures at the
+edge: a `WriteResult` says ok, transient or permanent; the worker decides what follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel
+
+from middleware.errors import ConfigError
+
+ENTRY_POINT_GROUP = "isthmus.adapters"
+
+
+@dataclass
+class SourceRecord:
+    """One record read from a source system, in its native shape."""
+
+    record_id: str
+    version: str | None
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass
+class ReadPage:
+    """Records read in one request; `watermark` is safe to persist once they are published."""
+
+    records: list[SourceRecord]
+    watermark: str | None
+
+
+@dataclass
+class WriteRequest:
+    """One mapped record to apply to the target.
+
+    `key` is the message's idempotency key (sent as an Idempotency-Key where the target
+    supports it). `target_id` is the target's id for this record when the cross-reference
+    knows it (then the writer updates instead of creating).
+    """
+
+    entity: str
+    record: dict[str, Any]
+    key: str
+    target_id: str | None = None
+    correlation_id: str = ""
+
+
+@dataclass
+class WriteResult:
+    outcome: Literal["ok", "transient", "permanent"]
+    target_id: str | None = None
+    error: str = ""
+    status: int | None = None
+    retry_after: float | None = None
+
+
+@dataclass
+class CheckResult:
+    system: str
+    reachable: bool
+    authenticated: bool | None = None
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Reader(Protocol):
+    def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]: ...
+
+
+class Writer(Protocol):
+    def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
+        """Apply requests; same-key requests in order; one result per request, same order."""
+
+
+class Adapter(Protocol):
+    config_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, name: str, config: Any) -> None: ...
+
+    def reader(self) -> Reader: ...
+
+    def writer(self) -> Writer: ...
+
+    def check(self) -> CheckResult: ...
+
+    def close(self) -> None: ...
+
+
+_BUILTIN = {"rest": "adapters.rest:RestAdapter"}
+
+
+def adapter_types() -> dict[str, str]:
+    """Adapter type name → 'module:Class', from entry points plus the built-ins."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def load_adapter_class(type_name: str) -> type[Adapter]:
+    import importlib
+
+    from middleware.problems import did_you_mean
+
+    types = adapter_types()
+    if type_name not in types:
+        raise ConfigError(f"unknown adapter type {type_name!r}; {did_you_mean(type_name, types)}")
+    module_name, _, attr = types[type_name].partition(":")
+    cls: type[Adapter] = getattr(importlib.import_module(module_name), attr)
+    return cls

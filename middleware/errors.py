@@ -1,0 +1,107 @@
+"""One exception tree for Isthmus.
+
+Every error says what happened, to which record, and what to do next. Adapters classify
+failures at the edge (they know whether a 409 or a SOAP fault is permanent); the worker
+decides retry versus dead-letter in one place by looking only at the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where in a YAML file something was written (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration or mapping problem, reported with its place and a hint."""
+
+    message: str
+    location: SourceLocation | None = None
+    path: str = ""
+    hint: str = ""
+
+    def render(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        at = f"{self.path}: " if self.path else ""
+        hint = f"\n    hint: {self.hint}" if self.hint else ""
+        return f"{where}{at}{self.message}{hint}"
+
+
+class IsthmusError(Exception):
+    """Root of all Isthmus errors."""
+
+
+class ConfigError(IsthmusError):
+    """A configuration or mapping file is wrong; raised before the first message is touched."""
+
+    def __init__(self, problems: list[Problem] | Problem | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+class MappingError(IsthmusError):
+    """A mapping could not be applied to one record: permanent for that record."""
+
+    def __init__(self, message: str, *, mapping: str = "", field: str = "") -> None:
+        self.mapping = mapping
+        self.field = field
+        prefix = f"mapping {mapping!r}" if mapping else "mapping"
+        where = f" field {field!r}" if field else ""
+        super().__init__(f"{prefix}{where}: {message}")
+
+
+class DeliveryError(IsthmusError):
+    """A target or source system refused or failed an operation."""
+
+    def __init__(self, message: str, *, system: str = "", status: int | None = None) -> None:
+        self.system = system
+        self.status = status
+        super().__init__(message)
+
+
+class TransientError(DeliveryError):
+    """Worth retrying later: timeouts, connection errors, 5xx, 429."""
+
+    def __init__(
+        self, message: str, *, system: str = "", status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, system=system, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help (validation, 4xx): the message goes to the dead-letter queue."""
+
+
+class MalformedMessageError(IsthmusError):
+    """The bytes on a queue are not a valid canonical envelope."""
+
+
+class UnknownMessageTypeError(IsthmusError):
+    """A message type that no route handles reached a route's queue."""
+
+
+@dataclass
+class ErrorSummary:
+    """What the dead-letter queue stores about why a message ended there."""
+
+    error_class: str
+    message: str
+    mapping: str = ""
+    attempts: int = 0
+    details: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,44 @@
+"""The state store: ID cross-references, poll watermarks and applied-message keys.
+
+SQLite by default (`sqlite:///path.db`), PostgreSQL by URL (`postgresql://...`). All
+methods are safe to call from several threads (each implementation serialises or pools
+connections) and several processes (the database does the locking). Every write is
+committed before the method returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """A record in one system: (system, entity, id), e.g. ('crm', 'customer', 'C-1001')."""
+
+    system: str
+    entity: str
+    id: str
+
+
+class Store(Protocol):
+    url: str
+
+    def link(self, a: RecordRef, b: RecordRef) -> None:
+        """Record that `a` and `b` are the same thing; both directions; re-linking updates."""
+
+    def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
+        """The record in `other_system` linked to `ref`, if any."""
+
+    def get_watermark(self, name: str) -> str | None: ...
+
+    def set_watermark(self, name: str, value: str) -> None: ...
+
+    def applied(self, route: str, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` were already applied on `route` (idempotency)."""
+
+    def mark_applied(self, route: str, keys: Sequence[str]) -> None:
+        """Remember `keys` as applied on `route`; idempotent."""
+
+    def close(self) -> None: ...
