@@ -105,3 +105,9 @@ class ErrorSummary:
     mapping: str = ""
     attempts: int = 0
     details: dict[str, str] = field(default_factory=dict)
+
+
+class XrefMissingError(TransientError):
+    """A cross-reference a mapping needs does not exist yet (e.g. the customer of an order
+    has not been synced). Transient: the worker retries with backoff, so the order waits
+    for its customer instead of failing; after the last attempt it is dead-lettered."""

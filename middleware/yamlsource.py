@@ -84,11 +84,11 @@ def _build(
         loader.flatten_mapping(node)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
+            if not isinstance(key_node, yaml.ScalarNode):
                 problems.append(Problem("mapping keys must be plain scalars", _loc(doc.file, key_node)))
                 continue
-            key = str(key) if not isinstance(key, str) else key
+            # Keys are names, never YAML 1.1 booleans: `on:` must stay "on", not True.
+            key = str(key_node.value)
             child = (*path, key)
             if key in result:
                 problems.append(

@@ -1,0 +1,117 @@
+"""JSON in and out of the REST adapter: body encoding, dotted paths, timestamps.
+
+Decimal encoding (what a target may rely on): a `Decimal` is written as a JSON *number*
+whose text is exactly `str(decimal)` — `Decimal("19.90")` becomes `19.90`, never the float
+`19.9` nor the string `"19.90"`. The standard `json` module cannot emit raw number text, so
+`encode_json` is a small serializer of its own. A target that parses numbers as floats
+still reads the right value; one that parses them as decimals (e.g. Python's
+`json.loads(..., parse_float=Decimal)`) keeps every digit. NaN and infinities, which JSON
+cannot carry, are refused. `datetime`, `date` and `time` become ISO 8601 strings; UUIDs
+become strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_MISSING = object()
+
+
+def encode_json(value: Any) -> bytes:
+    """UTF-8 JSON for a request body; raises ValueError for what JSON cannot carry."""
+    parts: list[str] = []
+    _encode(value, parts)
+    return "".join(parts).encode()
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(_encode_string(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be sent as JSON")
+        out.append(float.__repr__(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"Decimal {value} cannot be sent as JSON")
+        out.append(str(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            if not isinstance(key, str):
+                if isinstance(key, int | float | bool) or key is None:
+                    key = json.dumps(key)
+                else:
+                    raise ValueError(f"object key {key!r} is not a string")
+            out.append(_encode_string(key))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    elif isinstance(value, datetime | date | time):
+        out.append(_encode_string(value.isoformat()))
+    elif isinstance(value, uuid.UUID):
+        out.append(_encode_string(str(value)))
+    else:
+        raise ValueError(f"a {type(value).__name__} cannot be sent as JSON")
+
+
+def dig(document: Any, dotted: str, default: Any = None) -> Any:
+    """The value at a dotted path ('data.items', 'lines.0.sku'); '' is the document itself."""
+    if not dotted:
+        return document
+    current = document
+    for part in dotted.split("."):
+        if isinstance(current, dict):
+            current = current.get(part, _MISSING)
+        elif isinstance(current, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            current = current[index] if -len(current) <= index < len(current) else _MISSING
+        else:
+            return default
+        if current is _MISSING:
+            return default
+    return current
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An aware datetime from an ISO 8601 string (naive → UTC) or a datetime; ValueError otherwise."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"{value!r} is not an ISO 8601 timestamp")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def utc_iso(moment: datetime) -> str:
+    """The normalized watermark form: UTC, ISO 8601, e.g. 2026-11-24T02:00:00+00:00."""
+    return moment.astimezone(UTC).isoformat()

@@ -1,0 +1,196 @@
+"""Writing mapped records over REST, concurrently but in order per record.
+
+`write_batch` sends up to `concurrency` requests at once. Requests about the same record
+share a *lane* and run one after another in the order given, so an older version never
+overtakes a newer one. The lane key is the resolved URL when the path template addresses a
+record (it has a `{placeholder}`); a path without placeholders (e.g. `POST /api/accounts`)
+says nothing about the record, so the lane is the record's identity instead: the message's
+idempotency key without its `@version` suffix. Every request carries `Idempotency-Key` (the
+message's key) and `X-Correlation-Id`; results come back in request order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from adapters.rest.config import RestSystemConfig, WriteSpec, path_placeholders
+from adapters.rest.payload import dig, encode_json
+from adapters.rest.transport import (
+    Scrubber,
+    classify_exception,
+    classify_status,
+    parse_retry_after,
+    response_text,
+)
+from middleware.adapter import WriteRequest, WriteResult
+
+
+@dataclass
+class _Prepared:
+    method: str
+    url: str
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    lane: str
+    fallback_id: str | None
+    id_path: str | None
+
+
+class RestWriter:
+    """Writes the entities of one REST system that have `write:` settings."""
+
+    def __init__(
+        self, system: str, config: RestSystemConfig, session: requests.Session, scrubber: Scrubber
+    ) -> None:
+        self.system = system
+        self.config = config
+        self.session = session
+        self.scrubber = scrubber
+        self._executor: ThreadPoolExecutor | None = None
+
+    def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
+        results: list[WriteResult | None] = [None] * len(requests)
+        lanes: dict[str, list[tuple[int, _Prepared]]] = {}
+        for index, request in enumerate(requests):
+            prepared = self._prepare(request)
+            if isinstance(prepared, WriteResult):
+                results[index] = prepared
+            else:
+                lanes.setdefault(prepared.lane, []).append((index, prepared))
+
+        def run_lane(lane: list[tuple[int, _Prepared]]) -> None:
+            for index, prepared in lane:
+                results[index] = self._send(prepared)
+
+        if len(lanes) <= 1 or self.config.concurrency == 1:
+            for lane in lanes.values():
+                run_lane(lane)
+        else:
+            futures = [self._pool().submit(run_lane, lane) for lane in lanes.values()]
+            for future in futures:
+                future.result()
+        return [r if r is not None else WriteResult("transient", error="not attempted") for r in results]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.concurrency, thread_name_prefix=f"rest-{self.system}"
+            )
+        return self._executor
+
+    def _prepare(self, request: WriteRequest) -> _Prepared | WriteResult:
+        entity = self.config.entities.get(request.entity)
+        spec = entity.write if entity is not None else None
+        if spec is None:
+            return WriteResult(
+                "permanent", error=f"system {self.system!r} cannot write entity {request.entity!r}"
+            )
+        record = request.record
+        if spec.mode == "upsert":
+            assert spec.path is not None
+            method, template = spec.method, spec.path
+        elif request.target_id is None:
+            assert spec.create is not None
+            method, template = spec.create.method, spec.create.path
+        else:
+            assert spec.update is not None
+            method, template = spec.update.method, spec.update.path
+        try:
+            path = _fill_path(template, spec, request)
+        except KeyError as exc:
+            return WriteResult(
+                "permanent", error=f"record has no field {exc.args[0]!r} needed for path {template!r}"
+            )
+        body_record = (
+            {k: v for k, v in record.items() if k not in spec.drop_fields} if spec.drop_fields else record
+        )
+        try:
+            body = encode_json(body_record)
+        except ValueError as exc:
+            return WriteResult("permanent", error=f"record cannot be encoded as JSON: {exc}")
+        headers = {"Content-Type": "application/json", "Idempotency-Key": request.key}
+        if request.correlation_id:
+            headers["X-Correlation-Id"] = request.correlation_id
+        url = self.config.base_url + path
+        if path_placeholders(template):
+            lane = url
+        else:
+            identity, at, _version = request.key.rpartition("@")
+            lane = f"record:{request.entity}:{identity if at else request.key}"
+        fallback = request.target_id
+        if (
+            fallback is None
+            and spec.mode == "upsert"
+            and spec.key_field
+            and record.get(spec.key_field) is not None
+        ):
+            fallback = str(record[spec.key_field])
+        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path)
+
+    def _send(self, prepared: _Prepared) -> WriteResult:
+        what = f"{prepared.method} {prepared.path}"
+        try:
+            response = self.session.request(
+                prepared.method,
+                prepared.url,
+                data=prepared.body,
+                headers=prepared.headers,
+                timeout=self.config.timeout_s,
+            )
+        except requests.RequestException as exc:
+            return WriteResult(classify_exception(exc), error=f"{what} failed: {self.scrubber.describe(exc)}")
+        status = response.status_code
+        outcome = classify_status(status)
+        if outcome != "ok":
+            return WriteResult(
+                outcome,
+                error=f"{what} → {status}: {self.scrubber.excerpt(response_text(response))}",
+                status=status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After"))
+                if outcome == "transient"
+                else None,
+            )
+        return WriteResult("ok", target_id=self._target_id(response, prepared), status=status)
+
+    def _target_id(self, response: requests.Response, prepared: _Prepared) -> str | None:
+        if prepared.id_path is None or not response.content:
+            return prepared.fallback_id
+        try:
+            body: Any = json.loads(response.content)
+        except ValueError:
+            return prepared.fallback_id
+        found = dig(body, prepared.id_path)
+        return prepared.fallback_id if found is None or isinstance(found, dict | list) else str(found)
+
+
+def _fill_path(template: str, spec: WriteSpec, request: WriteRequest) -> str:
+    """The path with `{field}`, `{key}` and `{target_id}` filled (each URL-quoted); KeyError names a gap."""
+    record = request.record
+    values: dict[str, str] = {}
+    for name in path_placeholders(template):
+        if name == "target_id" and request.target_id is not None:
+            value: Any = request.target_id
+        elif name == "key" and spec.key_field:
+            value = dig(record, spec.key_field)
+        else:
+            value = dig(record, name)
+        if value is None or value == "":
+            raise KeyError(spec.key_field if name == "key" else name)
+        values[name] = quote(str(value), safe="")
+    path = template
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    return path

@@ -1,0 +1,313 @@
+"""Webhook receiver: pushed events → canonical envelopes → durably published to the broker.
+
+A threaded HTTP/1.1 server. Each configured endpoint (a path) turns a POSTed JSON body —
+one event, a list of events, or a list found at `records_path` — into one envelope per
+event, routed by the endpoint's `message_type`. What a sender may rely on:
+
+* 202 `{"accepted": n, "message_ids": [...]}` only after `broker.publish` returned, i.e.
+  the events are durable; any other answer means nothing of that request was published.
+* With a `secret`, `X-Isthmus-Signature: sha256=<hex HMAC-SHA256 of the raw body>` is
+  required; a wrong or missing signature is 401 and nothing is published.
+* 400 malformed JSON or a body of the wrong shape, 422 an event without its id (or with an
+  unreadable occurred time), 404 unknown path, 413 body too large, 503 + `Retry-After: 1`
+  when the broker fails (send again: the same event version has the same idempotency key).
+* `X-Correlation-Id`, when given, becomes the correlation id of every envelope of the request.
+* `GET /healthz` → 200.
+
+Publishing is serialized with a lock: broker handles (pika channels, SQLite connections)
+are not safe to share between the server's threads. Neither the secret nor a body is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from middleware.broker.base import Broker, OutgoingMessage
+from middleware.errors import ConfigError
+from middleware.message import MESSAGE_TYPE_PATTERN, Envelope, Source, utc_now
+
+log = structlog.get_logger("isthmus.webhook")
+
+SIGNATURE_HEADER = "X-Isthmus-Signature"
+CORRELATION_HEADER = "X-Correlation-Id"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class WebhookEndpoint(BaseModel):
+    """One webhook path and how its events become envelopes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
+    system: str = Field(description="System the events come from.")
+    entity: str = Field(description="Entity the events are about.")
+    message_type: str = Field(
+        description="Message type (and routing key) to publish, e.g. customer.upserted."
+    )
+    id_field: str = Field(description="Event field holding the record id (dotted path allowed).")
+    version_field: str | None = Field(default=None, description="Event field holding the record version.")
+    occurred_field: str | None = Field(
+        default=None, description="Event field holding when the change happened (ISO 8601); unset = now."
+    )
+    records_path: str = Field(
+        default="",
+        description="Dotted path of the event list in the body ('' = the body is an event or a list).",
+    )
+    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 secret, as ${ENV_VAR}.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value:
+            raise ValueError(f"path {value!r} must start with '/' and carry no query string")
+        return value.rstrip("/") or "/"
+
+    @field_validator("message_type")
+    @classmethod
+    def _type_shape(cls, value: str) -> str:
+        if not MESSAGE_TYPE_PATTERN.match(value):
+            raise ValueError(
+                f"message type {value!r} must look like '<entity>.<event>', e.g. customer.upserted"
+            )
+        return value
+
+
+def sign(secret: str | bytes, body: bytes) -> str:
+    """The signature header value a sender must send: `sha256=<hex>`."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+class HeaderLookup(Protocol):
+    """What `handle` needs of request headers (http.server's message; a dict in tests)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _dig(document: Any, dotted: str) -> Any:
+    current = document
+    for part in dotted.split(".") if dotted else []:
+        if not isinstance(current, dict) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+def _moment(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an ISO 8601 timestamp")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str = "") -> list[Envelope]:
+    """Envelopes for one request body; raises _Rejected(400/422) describing the first problem."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise _Rejected(400, f"body is not valid JSON: {exc}") from None
+    events = _dig(document, endpoint.records_path) if endpoint.records_path else document
+    if events is None:
+        raise _Rejected(400, f"no events at records_path {endpoint.records_path!r}")
+    if isinstance(events, dict):
+        events = [events]
+    if not isinstance(events, list):
+        raise _Rejected(400, f"expected an event object or a list of them, got {type(events).__name__}")
+    received = utc_now()
+    envelopes = []
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise _Rejected(400, f"event {index} is a {type(event).__name__}, not an object")
+        record_id = _dig(event, endpoint.id_field)
+        if record_id is None or record_id == "" or isinstance(record_id, dict | list):
+            raise _Rejected(422, f"event {index} has no id field {endpoint.id_field!r}")
+        version = _dig(event, endpoint.version_field) if endpoint.version_field else None
+        occurred = received
+        if endpoint.occurred_field:
+            raw = _dig(event, endpoint.occurred_field)
+            if raw is not None:
+                try:
+                    occurred = _moment(raw)
+                except ValueError:
+                    raise _Rejected(
+                        422, f"event {index} field {endpoint.occurred_field!r} is not an ISO 8601 timestamp"
+                    ) from None
+        envelopes.append(
+            Envelope(
+                type=endpoint.message_type,
+                source=Source(
+                    system=endpoint.system,
+                    entity=endpoint.entity,
+                    record_id=str(record_id),
+                    version=None if version is None else str(version),
+                ),
+                occurred_at=occurred,
+                received_at=received,
+                correlation_id=correlation_id,
+                payload=event,
+            )
+        )
+    return envelopes
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Requests are logged through structlog by the receiver, not to stderr."""
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path in ("/healthz", "/readyz"):
+            self._reply(200, {"status": "ok"})
+        else:
+            self._reply(404, {"error": f"no route for GET {path}"})
+
+    def do_POST(self) -> None:
+        path = self.path.partition("?")[0].rstrip("/") or "/"
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self.close_connection = True
+            self._reply(411, {"error": "Content-Length is required"})
+            return
+        try:
+            length = int(length_header)
+        except ValueError:
+            self.close_connection = True
+            self._reply(400, {"error": "Content-Length is not a number"})
+            return
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._reply(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
+            return
+        body = self.rfile.read(length) if length > 0 else b""
+        status, answer, headers = self.server.receiver.handle(path, body, self.headers)
+        self._reply(status, answer, headers)
+
+    def _reply(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class WebhookReceiver:
+    """Serves the configured webhook endpoints on `host:port` (0 = any free port)."""
+
+    def __init__(
+        self, host: str, port: int, endpoints: Mapping[str, WebhookEndpoint], broker: Broker
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.broker = broker
+        self.by_path: dict[str, tuple[str, WebhookEndpoint]] = {}
+        for name, endpoint in endpoints.items():
+            if endpoint.path in self.by_path:
+                other = self.by_path[endpoint.path][0]
+                raise ConfigError(
+                    f"webhook endpoints {other!r} and {name!r} share the path {endpoint.path!r}"
+                )
+            self.by_path[endpoint.path] = (name, endpoint)
+        self._publish_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server is not None else self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> WebhookReceiver:
+        self._server = _Server((self.host, self._port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="webhook-receiver",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("webhook_receiver_started", port=self.port, endpoints=sorted(self.by_path))
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._port = self._server.server_address[1]
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+            log.info("webhook_receiver_stopped")
+
+    def handle(self, path: str, body: bytes, headers: HeaderLookup) -> tuple[int, Any, dict[str, str]]:
+        """Status, JSON answer and extra headers for one POST (the HTTP layer only frames it)."""
+        found = self.by_path.get(path)
+        if found is None:
+            return 404, {"error": f"no webhook endpoint at {path}"}, {}
+        name, endpoint = found
+        correlation_id = (headers.get(CORRELATION_HEADER) or "").strip()[:200]
+        bound = log.bind(endpoint=name, correlation_id=correlation_id or None)
+        if endpoint.secret is not None:
+            given = headers.get(SIGNATURE_HEADER) or ""
+            expected = sign(endpoint.secret.get_secret_value(), body)
+            if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+                bound.warning("webhook_event_rejected", status=401, reason="bad or missing signature")
+                return 401, {"error": f"bad or missing {SIGNATURE_HEADER} signature"}, {}
+        try:
+            envelopes = build_envelopes(endpoint, body, correlation_id)
+        except _Rejected as exc:
+            bound.warning("webhook_event_rejected", status=exc.status, reason=exc.reason[:200])
+            return exc.status, {"error": exc.reason}, {}
+        messages = [
+            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id))
+            for e in envelopes
+        ]
+        if messages:
+            try:
+                with self._publish_lock:
+                    self.broker.publish(messages)
+            except Exception as exc:  # any broker failure: the sender must retry, nothing is promised
+                bound.error("webhook_publish_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                return 503, {"error": "could not store the events; retry later"}, {"Retry-After": "1"}
+        bound.info("webhook_event_accepted", accepted=len(messages), message_type=endpoint.message_type)
+        return 202, {"accepted": len(messages), "message_ids": [m.message_id for m in messages]}, {}

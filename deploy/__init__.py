@@ -1,0 +1,1 @@
+"""Deployment assets; `deploy.demo` holds the SAMPLE systems of the demo."""

@@ -1,0 +1,1 @@
+"""SAMPLE CRM and ERP for the demo and tests (not real systems)."""

@@ -1,0 +1,366 @@
+"""SAMPLE CRM — sample, for the demo and tests, not a real CRM/ERP.
+
+An in-memory CRM over HTTP that speaks +08:00 local time, as the CRM of the demo story does.
+
+API (bearer token required when `token` is set; `/admin/*` never needs it):
+  GET   /api/customers?updated_since=ISO&page=N&page_size=M → {"data": [...], "page": N, "has_more": bool}
+  GET   /api/orders?updated_since=ISO&page=N&page_size=M    → same shape
+        sorted by (updated_at, id); updated_at >= updated_since compared as aware datetimes;
+        page starts at 1, page_size 1..1000 (default 100)
+  GET   /api/customers/{customer_no}, /api/orders/{order_no}
+  PATCH /api/orders/{order_no}  {"erp_status", "erp_status_at"} → 200 the order
+        404 unknown order; 400 unless erp_status is confirmed/reserved/shipped/invoiced/cancelled.
+        Honours Idempotency-Key: a repeated key is answered but not applied (counted in duplicates).
+        The erp_status fields belong to the integration: writing them does not bump the order's
+        version or updated_at, so status write-backs do not echo back as order changes.
+Admin (tests and the demo):
+  GET  /admin/state[?effects=0]
+       → {"customers", "orders", "effects", "applied_counts", "duplicates", "bad_records"}
+  POST /admin/seed {"customers", "orders_per_customer", "seed", "with_bad_records"}
+  POST /admin/customers {record} / POST /admin/orders {record} → upsert (bumps version, updated_at)
+Python: `seed()`, `upsert_customer()`, `upsert_order()`, `state()`, `customer()`, `order()`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from deploy.demo.sample_server import (
+    MonotonicClock,
+    Request,
+    Response,
+    SampleService,
+    error,
+    parse_moment,
+    query_int,
+    run_main,
+)
+
+CRM_ZONE = timezone(timedelta(hours=8))
+SEED_EPOCH = datetime(2026, 11, 24, 8, 0, 0, tzinfo=CRM_ZONE)
+ERP_STATUSES = ("confirmed", "reserved", "shipped", "invoiced", "cancelled")
+
+_COMPANIES = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+]
+_FORMS = ["GmbH", "AG", "KG", "Ltd", "SARL", "BV"]
+_CITIES = [
+    ("Hauptstr.", "10115", "Berlin", "DE"),
+    ("Marienplatz", "80331", "München", "DE"),
+    ("Rue de Rivoli", "75001", "Paris", "FR"),
+    ("Damrak", "1012", "Amsterdam", "NL"),
+    ("Bahnhofstr.", "8001", "Zürich", "CH"),
+]
+_ITEMS = [
+    ("WIDGET-1", "Widget", "19.90"),
+    ("GADGET-7", "Gadget", "249.00"),
+    ("BOLT-M8", "Bolt M8", "0.35"),
+    ("CABLE-2M", "Cable 2 m", "7.49"),
+    ("PANEL-XL", "Panel XL", "1299.00"),
+]
+
+
+class _Table:
+    """Records of one entity, listed in (updated_at, id) order; the sorted index is rebuilt lazily."""
+
+    def __init__(self, id_field: str) -> None:
+        self.id_field = id_field
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.moments: dict[str, datetime] = {}
+        self._index: list[tuple[datetime, str]] | None = None
+
+    def put(self, record: dict[str, Any], moment: datetime | None = None) -> None:
+        key = str(record[self.id_field])
+        self.rows[key] = record
+        new_moment = moment or parse_moment(record["updated_at"])
+        if self.moments.get(key) != new_moment:
+            self.moments[key] = new_moment
+            self._index = None
+
+    def since(self, moment: datetime | None) -> list[tuple[datetime, str]]:
+        if self._index is None:
+            self._index = sorted((m, k) for k, m in self.moments.items())
+        if moment is None:
+            return self._index
+        return self._index[bisect.bisect_left(self._index, (moment, "")) :]
+
+
+class SampleCrm(SampleService):
+    """SAMPLE CRM (sample, for the demo and tests, not a real CRM)."""
+
+    name = "sample-crm"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+        super().__init__(host, port, token)
+        self.customers = _Table("customer_no")
+        self.orders = _Table("order_no")
+        self.effects: list[dict[str, Any]] = []
+        self.applied_counts: dict[str, int] = {}
+        self.applied_responses: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.bad_records: dict[str, list[str]] = {"customers": [], "orders": []}
+        self.clock = MonotonicClock(CRM_ZONE, timedelta(milliseconds=1))
+
+    # ----- data --------------------------------------------------------------------------
+    def _stamp(self) -> str:
+        return self.clock.next().isoformat(timespec="milliseconds")
+
+    def upsert_customer(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Create or change a customer (merging fields); bumps version and updated_at."""
+        return self._upsert(self.customers, record, {})
+
+    def upsert_order(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Create or change an order (merging fields); bumps version and updated_at."""
+        return self._upsert(self.orders, record, {"erp_status": None, "erp_status_at": None})
+
+    def _upsert(self, table: _Table, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        key = record.get(table.id_field)
+        if not key:
+            raise ValueError(f"record needs {table.id_field!r}")
+        with self.lock:
+            old = table.rows.get(str(key), {})
+            version = int(old.get("version", 0)) + 1
+            merged = {**defaults, **old, **record, "version": version, "updated_at": self._stamp()}
+            table.put(merged)
+            return dict(merged)
+
+    def customer(self, customer_no: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.customers.rows.get(customer_no)
+            return dict(found) if found else None
+
+    def order(self, order_no: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.orders.rows.get(order_no)
+            return dict(found) if found else None
+
+    def seed(
+        self,
+        customers: int = 10,
+        orders_per_customer: int = 2,
+        seed: int = 42,
+        with_bad_records: bool = True,
+        epoch: datetime = SEED_EPOCH,
+    ) -> dict[str, Any]:
+        """Add deterministic customers and orders (same arguments → same records and timestamps).
+
+        Every 10th customer is archived; orders are mostly 'won', some 'open' and 'lost'. With
+        `with_bad_records`: the last customer has an empty company name (the ERP rejects it
+        with 400) and no orders; the first order is 'won' and has a line with qty "abc" (its
+        mapping fails).
+        Their ids are in `bad_records`. updated_at values start at `epoch` (default
+        2026-11-24T08:00:00+08:00), 10 ms apart; later changes follow the CRM's clock.
+        """
+        rng = random.Random(seed)
+        moment = epoch
+        new_customers: list[dict[str, Any]] = []
+        new_orders: list[dict[str, Any]] = []
+        bad: dict[str, list[str]] = {"customers": [], "orders": []}
+        order_seq = 5000
+        for i in range(customers):
+            customer_no = f"C-{1001 + i}"
+            street, zip_code, city, country = _CITIES[rng.randrange(len(_CITIES))]
+            base = _COMPANIES[i % len(_COMPANIES)]
+            is_bad = with_bad_records and i == customers - 1
+            moment += timedelta(milliseconds=10)
+            new_customers.append(
+                {
+                    "customer_no": customer_no,
+                    "company": "" if is_bad else f"{base} {i + 1} {rng.choice(_FORMS)}",
+                    "email": f"Sales{i + 1}@{base}.example",
+                    "phone": f"+49 30 {rng.randrange(1000, 9999)}",
+                    "vat": f"{country}{rng.randrange(100000000, 999999999)}",
+                    "tier": rng.choice(["gold", "silver", "silver", "bronze", "bronze"]),
+                    "status": "archived" if i % 10 == 9 else "active",
+                    "billing": {
+                        "street": f"{street} {rng.randrange(1, 200)}",
+                        "zip": zip_code,
+                        "city": city,
+                        "country": country,
+                    },
+                    "updated_at": moment.isoformat(timespec="milliseconds"),
+                    "version": 1,
+                }
+            )
+            if is_bad:
+                bad["customers"].append(customer_no)
+                continue
+            for _ in range(orders_per_customer):
+                order_seq += 1
+                order_no = f"SO-{order_seq}"
+                roll = rng.random()
+                lines = []
+                for _line in range(rng.randrange(1, 4)):
+                    sku, desc, price = _ITEMS[rng.randrange(len(_ITEMS))]
+                    lines.append({"sku": sku, "desc": desc, "qty": str(rng.randrange(1, 20)), "price": price})
+                stage = "won" if roll < 0.7 else ("open" if roll < 0.9 else "lost")
+                if with_bad_records and not bad["orders"]:
+                    lines[0]["qty"] = "abc"
+                    stage = "won"  # so that the pipeline tries it and its mapping fails
+                    bad["orders"].append(order_no)
+                moment += timedelta(milliseconds=10)
+                new_orders.append(
+                    {
+                        "order_no": order_no,
+                        "customer_no": customer_no,
+                        "placed_at": (moment - timedelta(minutes=5)).isoformat(timespec="milliseconds"),
+                        "currency": "EUR" if rng.random() < 0.8 else "USD",
+                        "stage": stage,
+                        "lines": lines,
+                        "updated_at": moment.isoformat(timespec="milliseconds"),
+                        "version": 1,
+                        "erp_status": None,
+                        "erp_status_at": None,
+                    }
+                )
+        with self.lock:
+            for record in new_customers:
+                self.customers.put(record)
+            for record in new_orders:
+                self.orders.put(record)
+            self.clock.at_least(moment)
+            for kind in ("customers", "orders"):
+                self.bad_records[kind].extend(bad[kind])
+        return {"customers": len(new_customers), "orders": len(new_orders), "bad_records": bad}
+
+    def state(self, with_effects: bool = True) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "customers": len(self.customers.rows),
+                "orders": len(self.orders.rows),
+                "effects": list(self.effects) if with_effects else [],
+                "applied_counts": dict(self.applied_counts),
+                "duplicates": self.duplicates,
+                "bad_records": {k: list(v) for k, v in self.bad_records.items()},
+            }
+
+    # ----- HTTP --------------------------------------------------------------------------
+    def route(self, request: Request) -> Response:
+        method, path = request.method, request.path.rstrip("/")
+        parts = path.split("/")
+        if method == "GET" and path == "/api/customers":
+            return self._list(self.customers, request)
+        if method == "GET" and path == "/api/orders":
+            return self._list(self.orders, request)
+        if len(parts) == 4 and parts[:3] == ["", "api", "customers"] and method == "GET":
+            found = self.customer(parts[3])
+            return Response(200, found) if found else error(404, f"unknown customer {parts[3]!r}")
+        if len(parts) == 4 and parts[:3] == ["", "api", "orders"]:
+            if method == "GET":
+                found = self.order(parts[3])
+                return Response(200, found) if found else error(404, f"unknown order {parts[3]!r}")
+            if method == "PATCH":
+                return self._patch_order(parts[3], request)
+        if path.startswith("/admin/"):
+            return self._admin(method, path, request)
+        return error(404, f"no route for {method} {path}")
+
+    def _list(self, table: _Table, request: Request) -> Response:
+        try:
+            since_text = request.query.get("updated_since")
+            since = parse_moment(since_text) if since_text else None
+            page = query_int(request, "page", 1, 1, 10**9)
+            size = query_int(request, "page_size", 100, 1, 1000)
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        with self.lock:
+            matching = table.since(since)
+            start = (page - 1) * size
+            rows = [table.rows[key] for _, key in matching[start : start + size]]
+            has_more = start + size < len(matching)
+        return Response(200, {"data": rows, "page": page, "has_more": has_more})
+
+    def _patch_order(self, order_no: str, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError as exc:
+            return error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return error(400, "body must be a JSON object")
+        status = body.get("erp_status")
+        if status not in ERP_STATUSES:
+            return error(400, f"erp_status must be one of {', '.join(ERP_STATUSES)}; got {status!r}")
+        key = request.header("idempotency-key")
+        with self.lock:
+            current = self.orders.rows.get(order_no)
+            if current is None:
+                return error(404, f"unknown order {order_no!r}")
+            if key is not None and key in self.applied_counts:
+                self.duplicates += 1
+                return Response(200, self.applied_responses.get(key, current))
+            updated = {**current, "erp_status": status, "erp_status_at": body.get("erp_status_at")}
+            self.orders.put(updated, self.orders.moments[order_no])
+            self.effects.append(
+                {
+                    "key": key,
+                    "method": "PATCH",
+                    "path": request.path,
+                    "entity": "order",
+                    "id": order_no,
+                    "erp_status": status,
+                }
+            )
+            if key is not None:
+                self.applied_counts[key] = self.applied_counts.get(key, 0) + 1
+                self.applied_responses[key] = updated
+        return Response(200, updated)
+
+    def _admin(self, method: str, path: str, request: Request) -> Response:
+        if method == "GET" and path == "/admin/state":
+            return Response(200, self.state(with_effects=request.query.get("effects", "1") != "0"))
+        if method != "POST":
+            return error(404, f"no route for {method} {path}")
+        try:
+            body = request.json() or {}
+            if path == "/admin/seed":
+                return Response(
+                    200,
+                    self.seed(
+                        customers=int(body.get("customers", 10)),
+                        orders_per_customer=int(body.get("orders_per_customer", 2)),
+                        seed=int(body.get("seed", 42)),
+                        with_bad_records=bool(body.get("with_bad_records", True)),
+                    ),
+                )
+            if path == "/admin/customers":
+                return Response(200, self.upsert_customer(body))
+            if path == "/admin/orders":
+                return Response(200, self.upsert_order(body))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return error(400, str(exc))
+        return error(404, f"no route for {method} {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    def add_arguments(parser: Any) -> None:
+        parser.add_argument("--customers", type=int, default=0, help="seed this many customers at start")
+        parser.add_argument("--orders-per-customer", type=int, default=2)
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--no-bad-records", action="store_true", help="seed only valid records")
+
+    def build(args: Any) -> SampleCrm:
+        crm = SampleCrm(args.host, args.port, args.token)
+        if args.customers:
+            crm.seed(
+                args.customers, args.orders_per_customer, args.seed, with_bad_records=not args.no_bad_records
+            )
+        return crm
+
+    return run_main("SAMPLE CRM (for the Isthmus demo and tests)", 8801, build, add_arguments, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""`isthmus.yaml`: systems, sources, routes, broker and store — validated before anything runs.
+
+Loading order: YAML with locations → `${ENV}` references resolved (secrets must be
+references) → pydantic models (`extra="forbid"`) → each system's adapter config validated by
+that adapter's own model → cross-checks (routes name existing systems, mappings and
+entities). Every problem is collected and reported at once with `file:line:col` and a hint.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from middleware.adapter import adapter_types, load_adapter_class
+from middleware.envrefs import resolve_env_refs
+from middleware.errors import ConfigError, Problem
+from middleware.message import MESSAGE_TYPE_PATTERN
+from middleware.problems import did_you_mean, problems_from_validation
+from middleware.yamlsource import YamlDocument, load_yaml_file
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryPolicy(Strict):
+    """Exponential backoff with jitter for transient failures, then the dead-letter queue."""
+
+    max_attempts: int = Field(default=6, ge=1, description="Attempts before dead-lettering (1 = no retry).")
+    initial_delay_s: float = Field(default=0.5, gt=0, description="Delay before the first retry.")
+    multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
+    max_delay_s: float = Field(default=60.0, gt=0, description="Upper bound of one delay.")
+    jitter: float = Field(default=0.2, ge=0, le=1, description="± fraction of randomness per delay.")
+
+
+class TargetSpec(Strict):
+    system: str = Field(description="Name of a system under `systems:` whose adapter can write.")
+    entity: str = Field(description="Entity of that system to write (as configured in its adapter).")
+
+
+class RouteConfig(Strict):
+    """Consume messages of some types, map them through a chain of mappings, write to a target."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Route name; also its queue name.")
+    on: list[str] = Field(min_length=1, description="Message types (or topic patterns) this route consumes.")
+    from_system: str | None = Field(default=None, description="Only messages from this source system.")
+    mappings: list[str] = Field(min_length=1, description="Mapping ids applied in order.")
+    to: TargetSpec
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    batch_size: int = Field(default=100, ge=1, le=1000, description="Messages fetched and written per batch.")
+
+    @field_validator("on")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"[a-z0-9_*#]+(\.[a-z0-9_*#]+)*", pattern):
+                raise ValueError(f"{pattern!r} is not a message type or topic pattern like customer.* ")
+        return value
+
+
+class SourceConfig(Strict):
+    """Poll one entity of one system for changes and publish them as messages."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Source name; also its watermark name.")
+    system: str = Field(description="System to read from.")
+    entity: str = Field(description="Entity to read (configured under the system's adapter).")
+    emits: str = Field(description="Message type to publish, e.g. customer.upserted.")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="Seconds between polls.")
+
+    @field_validator("emits")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not MESSAGE_TYPE_PATTERN.match(value):
+            raise ValueError("must look like '<entity>.<event>', e.g. customer.upserted")
+        return value
+
+
+class WebhookEndpointConfig(Strict):
+    path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
+    system: str = Field(description="System the events come from.")
+    entity: str = Field(description="Entity the events are about.")
+    message_type: str = Field(description="Message type to publish.")
+    id_field: str = Field(description="Field holding the record id.")
+    version_field: str | None = Field(default=None, description="Field holding the record version.")
+    occurred_field: str | None = Field(default=None, description="Field holding the change time.")
+    records_path: str = Field(default="", description="Where events are inside the body ('' = body).")
+    secret: str | None = Field(default=None, description="HMAC-SHA256 secret, as ${ENV_VAR}.")
+
+
+class WebhooksConfig(Strict):
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8090, ge=0, le=65535, description="Listen port (0 = any free port).")
+    endpoints: dict[str, WebhookEndpointConfig] = Field(default_factory=dict)
+
+
+class ObservabilityConfig(Strict):
+    host: str = Field(default="127.0.0.1", description="Address of /metrics, /healthz and /readyz.")
+    port: int = Field(default=9464, ge=0, le=65535, description="Port of that endpoint (0 = any free port).")
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$", description="auto: console on a TTY.")
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    depth_sample_interval_s: float = Field(default=5.0, gt=0, description="How often queue depths are read.")
+
+
+class IsthmusConfig(Strict):
+    broker: str = Field(default="embedded://.isthmus/broker.db", description="embedded://PATH or amqp://URL.")
+    store: str = Field(default="sqlite://.isthmus/state.db", description="sqlite://PATH or postgresql://URL.")
+    mappings: list[str] = Field(default_factory=lambda: ["mappings"], description="Mapping files or folders.")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    systems: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name → {type: ..., ...}.")
+    sources: list[SourceConfig] = Field(default_factory=list)
+    webhooks: WebhooksConfig | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+class LoadedConfig:
+    """A validated configuration plus what was derived from it at load time."""
+
+    def __init__(self, path: Path, model: IsthmusConfig, systems: dict[str, tuple[str, BaseModel]]) -> None:
+        self.path = path
+        self.base_dir = path.parent
+        self.model = model
+        self.systems = systems  # name → (adapter type, validated adapter config)
+
+    def resolve(self, relative: str) -> Path:
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+
+    @property
+    def mapping_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in self.model.mappings]
+
+
+def load_config(path: str | Path, *, check_mappings: bool = True) -> LoadedConfig:
+    """Load and validate `isthmus.yaml`; raise ConfigError listing every problem found."""
+    config_path = Path(path)
+    doc = load_yaml_file(config_path)
+    data, problems = resolve_env_refs(doc)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(Problem("the config file must be a mapping of keys", doc.locate(())))
+    try:
+        model = IsthmusConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems + problems_from_validation(exc, doc, (), IsthmusConfig)) from None
+    systems = _validate_systems(model, doc, problems)
+    _cross_check(model, doc, systems, problems)
+    loaded = LoadedConfig(config_path, model, systems)
+    if check_mappings and not problems:
+        problems.extend(_check_route_mappings(loaded, doc))
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _validate_systems(
+    model: IsthmusConfig, doc: YamlDocument, problems: list[Problem]
+) -> dict[str, tuple[str, BaseModel]]:
+    systems: dict[str, tuple[str, BaseModel]] = {}
+    known = adapter_types()
+    for name, raw in model.systems.items():
+        base = ("systems", name)
+        type_name = raw.get("type") if isinstance(raw, dict) else None
+        if not isinstance(type_name, str):
+            problems.append(
+                Problem("system needs 'type:'", doc.locate(base), f"systems.{name}", f"one of: {', '.join(known)}")
+            )
+            continue
+        if type_name not in known:
+            problems.append(
+                Problem(
+                    f"unknown adapter type {type_name!r}",
+                    doc.locate((*base, "type")),
+                    f"systems.{name}.type",
+                    did_you_mean(type_name, known),
+                )
+            )
+            continue
+        config_model = load_adapter_class(type_name).config_model
+        settings = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            systems[name] = (type_name, config_model.model_validate(settings))
+        except ValidationError as exc:
+            problems.extend(problems_from_validation(exc, doc, base, config_model))
+    return systems
+
+
+def _entities_of(config: BaseModel) -> dict[str, Any]:
+    entities = getattr(config, "entities", None)
+    return entities if isinstance(entities, dict) else {}
+
+
+def _cross_check(
+    model: IsthmusConfig, doc: YamlDocument, systems: dict[str, tuple[str, BaseModel]], problems: list[Problem]
+) -> None:
+    def system_problem(path: tuple[str | int, ...], name: str) -> None:
+        if name not in model.systems:
+            problems.append(
+                Problem(
+                    f"unknown system {name!r}",
+                    doc.locate(path),
+                    ".".join(map(str, path)),
+                    did_you_mean(name, model.systems),
+                )
+            )
+
+    def entity_problem(path: tuple[str | int, ...], system: str, entity: str, direction: str) -> None:
+        if system not in systems:
+            return
+        entities = _entities_of(systems[system][1])
+        spec = entities.get(entity)
+        if spec is None:
+            problems.append(
+                Problem(
+                    f"system {system!r} has no entity {entity!r}",
+                    doc.locate(path),
+                    ".".join(map(str, path)),
+                    did_you_mean(entity, entities) or f"add it under systems.{system}.entities",
+                )
+            )
+        elif getattr(spec, direction, "unknown") is None:
+            problems.append(
+                Problem(
+                    f"entity {entity!r} of system {system!r} has no '{direction}:' settings",
+                    doc.locate(path),
+                    ".".join(map(str, path)),
+                    f"add systems.{system}.entities.{entity}.{direction}",
+                )
+            )
+
+    names: dict[str, int] = {}
+    for i, route in enumerate(model.routes):
+        if route.name in names:
+            problems.append(
+                Problem(f"duplicate route name {route.name!r}", doc.locate(("routes", i, "name")), "", "rename one")
+            )
+        names[route.name] = i
+        system_problem(("routes", i, "to", "system"), route.to.system)
+        entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
+        if route.from_system:
+            system_problem(("routes", i, "from_system"), route.from_system)
+    for i, source in enumerate(model.sources):
+        system_problem(("sources", i, "system"), source.system)
+        entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
+
+
+def _check_route_mappings(loaded: LoadedConfig, doc: YamlDocument) -> list[Problem]:
+    from middleware.mapping import validate_mappings
+
+    mapping_set, problems = validate_mappings(loaded.mapping_paths)
+    if problems:
+        return problems
+    for i, route in enumerate(loaded.model.routes):
+        for j, mapping_id in enumerate(route.mappings):
+            if mapping_id not in mapping_set:
+                problems.append(
+                    Problem(
+                        f"no mapping with id {mapping_id!r}",
+                        doc.locate(("routes", i, "mappings", j)),
+                        f"routes[{i}].mappings[{j}]",
+                        did_you_mean(mapping_id, list(mapping_set)),
+                    )
+                )
+    return problems

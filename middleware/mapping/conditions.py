@@ -1,0 +1,192 @@
+"""Structured conditions (`when:`), checked and compiled at load into predicates.
+
+    {field: p, equals: v}        {field: p, not_equals: v}     {field: p, in: [a, b]}
+    {field: p, exists: true}     {field: p, matches: "^C-"}    {field: p, gt|gte|lt|lte: 10}
+    {all: [c, ...]}              {any: [c, ...]}               {not: c}
+
+`equals`, `not_equals` and `in` compare as text (`equals: 3` matches 3 and "3"; booleans as
+true/false). `exists` means present and not null. Number comparisons and `matches` are false
+for a missing or non-numeric / non-text value: a condition never fails a record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from middleware.mapping.paths import make_getter, split_path
+from middleware.mapping.problemlog import ProblemLog
+from middleware.problems import did_you_mean
+from middleware.yamlsource import YamlPath
+
+Predicate = Callable[[Any], bool]
+PathCheck = Callable[[str, YamlPath], None]
+
+COMBINATORS = ("all", "any", "not")
+OPERATORS = ("equals", "not_equals", "in", "exists", "matches", "gt", "gte", "lt", "lte")
+_SHAPES = (
+    "{field: p, equals: v}, {field: p, in: [..]}, {field: p, exists: true}, {field: p, matches: regex}, "
+    "{field: p, gt: 10}, {all: [..]}, {any: [..]}, {not: {..}}"
+)
+
+
+def key_text(value: Any) -> str | None:
+    """The text a value is compared and looked up as (None stays None)."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value.is_finite() else str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def compile_condition(
+    spec: Any, path: YamlPath, log: ProblemLog, check_path: PathCheck | None = None
+) -> Predicate:
+    """A predicate record → bool; problems go to `log` (the returned predicate is then unusable)."""
+    if not isinstance(spec, dict) or not spec:
+        log.add("a condition must be a mapping", path, f"use one of {_SHAPES}")
+        return _never
+    combinators = [k for k in spec if k in COMBINATORS]
+    if combinators:
+        if len(spec) != 1:
+            others = ", ".join(repr(k) for k in spec if k != combinators[0])
+            log.add(
+                f"{combinators[0]!r} cannot be combined with {others} in one condition",
+                path,
+                "nest them: {all: [{field: ..}, {field: ..}]}",
+            )
+            return _never
+        name = combinators[0]
+        inner = spec[name]
+        if name == "not":
+            test = compile_condition(inner, (*path, "not"), log, check_path)
+            return lambda record: not test(record)
+        if not isinstance(inner, list) or not inner:
+            log.add(
+                f"{name!r} takes a non-empty list of conditions",
+                (*path, name),
+                f"{name}: [{{field: ..}}, ..]",
+            )
+            return _never
+        tests = tuple(compile_condition(c, (*path, name, i), log, check_path) for i, c in enumerate(inner))
+        if name == "all":
+            return lambda record: all(t(record) for t in tests)
+        return lambda record: any(t(record) for t in tests)
+
+    ok = True
+    for key in spec:
+        if key not in OPERATORS and key != "field":
+            log.add(
+                f"unknown condition key {key!r}",
+                (*path, key),
+                did_you_mean(key, (*OPERATORS, *COMBINATORS, "field")),
+                key=True,
+            )
+            ok = False
+    operators = [k for k in spec if k in OPERATORS]
+    if not ok:
+        return _never
+    if "field" not in spec:
+        log.add("condition has no 'field:'", path, f"use one of {_SHAPES}")
+        return _never
+    field_path = spec["field"]
+    if not isinstance(field_path, str) or not field_path:
+        log.add("'field:' must be a dotted source path", (*path, "field"), "e.g. field: billing.country")
+        return _never
+    try:
+        split_path(field_path)
+    except ValueError as exc:
+        log.add(str(exc), (*path, "field"))
+        return _never
+    if check_path is not None:
+        check_path(field_path, (*path, "field"))
+    if len(operators) != 1:
+        what = "no operator" if not operators else "more than one operator (" + ", ".join(operators) + ")"
+        log.add(
+            f"condition on {field_path!r} has {what}", path, "give exactly one of " + ", ".join(OPERATORS)
+        )
+        return _never
+    if not ok:
+        return _never
+    op = operators[0]
+    operand = spec[op]
+    get = make_getter(field_path)
+    where = (*path, op)
+    if op in ("equals", "not_equals"):
+        if isinstance(operand, dict | list):
+            log.add(
+                f"{op!r} compares with one value, not a {type(operand).__name__}",
+                where,
+                "use 'in: [..]' for lists",
+            )
+            return _never
+        wanted = key_text(operand)
+        if op == "equals":
+            return lambda record: key_text(get(record)) == wanted
+        return lambda record: key_text(get(record)) != wanted
+    if op == "in":
+        if not isinstance(operand, list) or any(isinstance(v, dict | list) for v in operand):
+            log.add("'in' takes a list of values", where, "in: [gold, silver]")
+            return _never
+        allowed = frozenset(key_text(v) for v in operand)
+        return lambda record: key_text(get(record)) in allowed
+    if op == "exists":
+        if not isinstance(operand, bool):
+            log.add("'exists' takes true or false", where, "exists: true")
+            return _never
+        if operand:
+            return lambda record: get(record) is not None
+        return lambda record: get(record) is None
+    if op == "matches":
+        if not isinstance(operand, str):
+            log.add("'matches' takes a regular expression as text", where, 'matches: "^C-[0-9]+$"')
+            return _never
+        try:
+            search = re.compile(operand).search
+        except re.error as exc:
+            log.add(f"bad regular expression: {exc}", where, "check brackets and escapes; quote it in YAML")
+            return _never
+
+        def matches(record: Any) -> bool:
+            value = get(record)
+            return value is not None and search(key_text(value) or "") is not None
+
+        return matches
+    if isinstance(operand, bool) or not isinstance(operand, int | float):
+        log.add(f"{op!r} takes a number", where, f"{op}: 100")
+        return _never
+    limit = Decimal(str(operand))
+    compare: Callable[[Decimal], bool] = {
+        "gt": lambda n: n > limit,
+        "gte": lambda n: n >= limit,
+        "lt": lambda n: n < limit,
+        "lte": lambda n: n <= limit,
+    }[op]
+
+    def numeric(record: Any) -> bool:
+        value = get(record)
+        if value is None or isinstance(value, bool | dict | list):
+            return False
+        try:
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            return False
+        return number.is_finite() and compare(number)
+
+    return numeric
+
+
+def _never(record: Any) -> bool:
+    return False

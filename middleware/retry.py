@@ -1,0 +1,23 @@
+"""Backoff delays for transient failures: exponential, capped, jittered, Retry-After aware."""
+
+from __future__ import annotations
+
+import random
+
+from middleware.config import RetryPolicy
+
+
+def backoff_delay(
+    policy: RetryPolicy, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Delay before retry number `attempt` (1 = first retry).
+
+    Jitter spreads retries of a burst so they do not hit a recovering system at once. A
+    server's Retry-After is a floor: we never come back sooner than it asked.
+    """
+    base = min(policy.max_delay_s, policy.initial_delay_s * policy.multiplier ** max(0, attempt - 1))
+    spread = base * policy.jitter
+    delay = base + (rng or random).uniform(-spread, spread)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return max(0.0, min(delay, max(policy.max_delay_s, retry_after or 0.0)))

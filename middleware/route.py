@@ -1,0 +1,313 @@
+"""One route's decisions: consume → map → write → ack, retry, or dead-letter.
+
+This is the one place where failures are turned into actions. Adapters and mappings only
+classify (`TransientError`, `PermanentError`, `MappingError`, ...); here a transient
+failure becomes a delayed retry until the route's `max_attempts`, everything else goes to
+the dead-letter queue with its reason, and a message is acked only after its effect was
+written to the target and its key recorded as applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from middleware.adapter import WriteRequest, WriteResult, Writer
+from middleware.broker.base import (
+    H_ATTEMPTS,
+    H_DEAD_LETTERED_AT,
+    H_ERROR,
+    H_ERROR_CLASS,
+    H_MAPPING,
+    H_ORIGINAL_QUEUE,
+    H_ROUTE,
+    Broker,
+    Delivery,
+)
+from middleware.config import RouteConfig
+from middleware.errors import MalformedMessageError, MappingError, TransientError, UnknownMessageTypeError
+from middleware.message import Envelope
+from middleware.observability import (
+    END_TO_END_LAG,
+    LAST_SUCCESS,
+    MESSAGES_CONSUMED,
+    MESSAGES_DEAD_LETTERED,
+    MESSAGES_FAILED,
+    MESSAGES_PRODUCED,
+    MESSAGES_RETRIED,
+    MESSAGES_SKIPPED,
+    PROCESSING_SECONDS,
+)
+from middleware.retry import backoff_delay
+from middleware.store.base import RecordRef, Store
+
+log = structlog.get_logger("isthmus.route")
+
+MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic match: `*` is one word, `#` zero or more."""
+    return _match(pattern.split("."), key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch; the demo and tests read it, metrics count it."""
+
+    applied: int = 0
+    skipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    lags: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    delivery: Delivery
+    envelope: Envelope
+    request: WriteRequest
+
+
+class RouteProcessor:
+    """Applies batches of deliveries for one route. Stateless between batches."""
+
+    def __init__(
+        self,
+        config: RouteConfig,
+        broker: Broker,
+        store: Store,
+        writer: Writer,
+        map_record: MapFunction,
+        mapping_label: str,
+    ) -> None:
+        self.config = config
+        self.broker = broker
+        self.store = store
+        self.writer = writer
+        self.map_record = map_record
+        self.mapping_label = mapping_label
+        self._metrics = {
+            "consumed": MESSAGES_CONSUMED.labels(config.name),
+            "produced": MESSAGES_PRODUCED.labels(config.name),
+            "retried": MESSAGES_RETRIED.labels(config.name),
+            "seconds": PROCESSING_SECONDS.labels(config.name),
+            "lag": END_TO_END_LAG.labels(config.name),
+            "last": LAST_SUCCESS.labels(config.name),
+        }
+
+    @property
+    def queue(self) -> str:
+        return self.config.name
+
+    def handles(self, envelope: Envelope) -> bool:
+        if self.config.from_system and envelope.source.system != self.config.from_system:
+            return False
+        return any(topic_matches(p, envelope.type) for p in self.config.on)
+
+    def process(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
+        """Handle one fetched batch completely: every delivery is acked, retried or dead-lettered."""
+        started = time.monotonic()
+        outcome = BatchOutcome()
+        route = self.config.name
+        self._metrics["consumed"].inc(len(deliveries))
+        to_ack: list[Delivery] = []
+        parsed: list[tuple[Delivery, Envelope]] = []
+        for delivery in deliveries:
+            try:
+                envelope = Envelope.from_bytes(delivery.body)
+            except MalformedMessageError as exc:
+                self._dead_letter(delivery, None, exc, outcome)
+                continue
+            if not self.handles(envelope):
+                exc2 = UnknownMessageTypeError(
+                    f"route {route!r} does not handle message type {envelope.type!r} from "
+                    f"{envelope.source.system!r}; it handles {', '.join(self.config.on)}"
+                )
+                self._dead_letter(delivery, envelope, exc2, outcome)
+                continue
+            parsed.append((delivery, envelope))
+
+        already = self.store.applied(route, [env.idempotency_key for _, env in parsed]) if parsed else set()
+        seen_in_batch: set[str] = set()
+        pending: list[_Pending] = []
+        skipped_keys: list[str] = []
+        for delivery, envelope in parsed:
+            key = envelope.idempotency_key
+            if key in already or key in seen_in_batch:
+                MESSAGES_SKIPPED.labels(route, "duplicate").inc()
+                outcome.skipped += 1
+                to_ack.append(delivery)
+                continue
+            seen_in_batch.add(key)
+            try:
+                record = self.map_record(envelope.payload)
+            except TransientError as exc:
+                self._retry_or_dead_letter(delivery, envelope, exc, outcome)
+                continue
+            except MappingError as exc:
+                self._dead_letter(delivery, envelope, exc, outcome)
+                continue
+            except Exception as exc:  # a bug in a transform must not stop the route
+                self._dead_letter(delivery, envelope, MappingError(f"{type(exc).__name__}: {exc}"), outcome)
+                continue
+            if record is None:
+                MESSAGES_SKIPPED.labels(route, "filtered").inc()
+                outcome.skipped += 1
+                skipped_keys.append(key)
+                to_ack.append(delivery)
+                continue
+            source_ref = self._source_ref(envelope)
+            target = self.store.lookup(source_ref, self.config.to.system)
+            pending.append(
+                _Pending(
+                    delivery,
+                    envelope,
+                    WriteRequest(
+                        entity=self.config.to.entity,
+                        record=record,
+                        key=key,
+                        target_id=target.id if target else None,
+                        correlation_id=envelope.correlation_id,
+                    ),
+                )
+            )
+
+        applied_keys: list[str] = list(skipped_keys)
+        if pending:
+            results = self._write([p.request for p in pending])
+            now = datetime.now(UTC)
+            for item, result in zip(pending, results, strict=True):
+                if result.outcome == "ok":
+                    if result.target_id:
+                        self.store.link(
+                            self._source_ref(item.envelope),
+                            RecordRef(self.config.to.system, self.config.to.entity, str(result.target_id)),
+                        )
+                    applied_keys.append(item.request.key)
+                    to_ack.append(item.delivery)
+                    lag = (now - item.envelope.occurred_at).total_seconds()
+                    outcome.lags.append(lag)
+                    self._metrics["lag"].observe(max(0.0, lag))
+                    outcome.applied += 1
+                elif result.outcome == "transient":
+                    exc = TransientError(result.error, status=result.status, retry_after=result.retry_after)
+                    self._retry_or_dead_letter(item.delivery, item.envelope, exc, outcome)
+                else:
+                    from middleware.errors import PermanentError
+
+                    self._dead_letter(item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome)
+        if applied_keys:
+            self.store.mark_applied(route, applied_keys)
+        if to_ack:
+            self.broker.ack(to_ack)
+        if outcome.applied:
+            self._metrics["produced"].inc(outcome.applied)
+            self._metrics["last"].set(time.time())
+        if deliveries:
+            per_message = (time.monotonic() - started) / len(deliveries)
+            for _ in range(len(deliveries)):
+                self._metrics["seconds"].observe(per_message)
+        return outcome
+
+    def _write(self, requests: list[WriteRequest]) -> list[WriteResult]:
+        try:
+            results = self.writer.write_batch(requests)
+        except Exception as exc:  # an adapter bug or outage: retry all, never lose them
+            log.error("write_batch_failed", route=self.config.name, error=f"{type(exc).__name__}: {exc}")
+            return [WriteResult("transient", error=f"{type(exc).__name__}: {exc}") for _ in requests]
+        if len(results) != len(requests):
+            error = f"adapter returned {len(results)} results for {len(requests)} requests"
+            return [WriteResult("transient", error=error) for _ in requests]
+        return results
+
+    def _source_ref(self, envelope: Envelope) -> RecordRef:
+        src = envelope.source
+        return RecordRef(src.system, src.entity, src.record_id)
+
+    def _retry_or_dead_letter(
+        self, delivery: Delivery, envelope: Envelope, exc: TransientError, outcome: BatchOutcome
+    ) -> None:
+        error_class = type(exc).__name__
+        MESSAGES_FAILED.labels(self.config.name, error_class).inc()
+        attempt = envelope.attempt + 1
+        if attempt >= self.config.retry.max_attempts:
+            self._dead_letter(delivery, envelope, exc, outcome, count_failure=False)
+            return
+        delay = backoff_delay(self.config.retry, attempt, exc.retry_after)
+        retried = envelope.model_copy(update={"attempt": attempt})
+        headers = dict(delivery.headers)
+        headers.update({H_ERROR_CLASS: error_class, H_ERROR: _clip(str(exc)), H_ATTEMPTS: str(attempt)})
+        self.broker.retry_later(delivery, retried.to_bytes(), headers, delay)
+        self._metrics["retried"].inc()
+        outcome.retried += 1
+        log.warning(
+            "message_retry_scheduled",
+            route=self.config.name,
+            message_id=str(envelope.message_id),
+            correlation_id=envelope.correlation_id,
+            attempt=attempt,
+            delay_s=round(delay, 3),
+            error_class=error_class,
+            error=_clip(str(exc)),
+        )
+
+    def _dead_letter(
+        self,
+        delivery: Delivery,
+        envelope: Envelope | None,
+        exc: Exception,
+        outcome: BatchOutcome,
+        *,
+        count_failure: bool = True,
+    ) -> None:
+        error_class = type(exc).__name__
+        if count_failure:
+            MESSAGES_FAILED.labels(self.config.name, error_class).inc()
+        attempts = (envelope.attempt + 1) if envelope else 1
+        mapping = getattr(exc, "mapping", "") or (self.mapping_label if isinstance(exc, MappingError) else "")
+        headers = dict(delivery.headers)
+        headers.update(
+            {
+                H_ERROR_CLASS: error_class,
+                H_ERROR: _clip(str(exc)),
+                H_MAPPING: mapping,
+                H_ATTEMPTS: str(attempts),
+                H_ROUTE: self.config.name,
+                H_ORIGINAL_QUEUE: delivery.queue,
+                H_DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
+            }
+        )
+        self.broker.dead_letter(delivery, headers)
+        MESSAGES_DEAD_LETTERED.labels(self.config.name, error_class).inc()
+        outcome.dead_lettered += 1
+        log.error(
+            "message_dead_lettered",
+            route=self.config.name,
+            message_id=str(envelope.message_id) if envelope else delivery.message_id,
+            correlation_id=envelope.correlation_id if envelope else "",
+            error_class=error_class,
+            error=_clip(str(exc)),
+            attempts=attempts,
+            mapping=mapping,
+        )
+
+
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,252 @@
+"""Route decisions on a real embedded broker and SQLite store: ack, retry, dead-letter, skip.
+
+The writer here is a recording implementation of the adapter contract (the HTTP side is
+covered by the end-to-end tests); it lets each test choose the target's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from middleware.adapter import WriteRequest, WriteResult
+from middleware.broker import open_broker
+from middleware.broker.base import (
+    H_ATTEMPTS,
+    H_ERROR,
+    H_ERROR_CLASS,
+    H_MAPPING,
+    H_ROUTE,
+    Broker,
+    OutgoingMessage,
+    dlq_name,
+)
+from middleware.config import RetryPolicy, RouteConfig, TargetSpec
+from middleware.errors import MappingError, XrefMissingError
+from middleware.message import Envelope, Source
+from middleware.route import RouteProcessor, topic_matches
+from middleware.store import open_store
+from middleware.store.base import RecordRef, Store
+
+
+class ScriptedWriter:
+    """Answers each write with the next scripted outcome (default ok) and records requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[WriteRequest] = []
+        self.script: list[WriteResult] = []
+
+    def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
+        results = []
+        for request in requests:
+            self.requests.append(request)
+            results.append(self.script.pop(0) if self.script else WriteResult("ok", target_id=f"T-{request.key}"))
+        return results
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = open_broker(f"embedded:///{tmp_path}/broker.db")
+    b.setup_route("customers", ["customer.*"])
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path}/state.db")
+    yield s
+    s.close()
+
+
+def route_config(max_attempts: int = 3) -> RouteConfig:
+    return RouteConfig(
+        name="customers",
+        on=["customer.*"],
+        mappings=["m"],
+        to=TargetSpec(system="erp", entity="account"),
+        retry=RetryPolicy(max_attempts=max_attempts, initial_delay_s=0.05, max_delay_s=0.1),
+    )
+
+
+def identity(record: dict[str, Any]) -> dict[str, Any] | None:
+    if record.get("skip"):
+        return None
+    if record.get("bad"):
+        raise MappingError("value 'abc' is not a decimal", mapping="m", field="credit_limit")
+    if record.get("needs_xref"):
+        raise XrefMissingError("no erp id for crm:customer:C-9 yet")
+    return dict(record)
+
+
+def envelope(record_id: str, version: str = "1", **payload: Any) -> Envelope:
+    return Envelope(
+        type="customer.upserted",
+        source=Source(system="crm", entity="customer", record_id=record_id, version=version),
+        occurred_at=datetime.now(UTC),
+        payload={"id": record_id, **payload},
+    )
+
+
+def publish(broker: Broker, *envelopes: Envelope) -> None:
+    broker.publish(
+        [OutgoingMessage(e.type, e.to_bytes(), message_id=str(e.message_id)) for e in envelopes]
+    )
+
+
+def run_once(processor: RouteProcessor, broker: Broker) -> Any:
+    return processor.process(broker.fetch("customers", 100, 1.0))
+
+
+def make(broker: Broker, store: Store, writer: ScriptedWriter, max_attempts: int = 3) -> RouteProcessor:
+    return RouteProcessor(route_config(max_attempts), broker, store, writer, identity, "m")
+
+
+def test_effect_is_acked_and_cross_reference_linked(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    publish(broker, envelope("C-1"))
+    outcome = run_once(make(broker, store, writer), broker)
+    assert outcome.applied == 1
+    assert broker.depth("customers") == 0
+    linked = store.lookup(RecordRef("crm", "customer", "C-1"), "erp")
+    assert linked == RecordRef("erp", "account", "T-crm:customer:C-1@1")
+
+
+def test_known_target_id_is_passed_so_the_writer_updates(broker: Broker, store: Store) -> None:
+    store.link(RecordRef("crm", "customer", "C-1"), RecordRef("erp", "account", "A-7"))
+    writer = ScriptedWriter()
+    publish(broker, envelope("C-1", version="2"))
+    run_once(make(broker, store, writer), broker)
+    assert writer.requests[0].target_id == "A-7"
+
+
+def test_redelivered_message_is_applied_once(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    processor = make(broker, store, writer)
+    publish(broker, envelope("C-1"))
+    run_once(processor, broker)
+    publish(broker, envelope("C-1"))  # same record version read again
+    outcome = run_once(processor, broker)
+    assert outcome.skipped == 1 and outcome.applied == 0
+    assert len(writer.requests) == 1
+
+
+def test_same_version_twice_in_one_batch_is_written_once(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    publish(broker, envelope("C-1"), envelope("C-1"), envelope("C-1", version="2"))
+    outcome = run_once(make(broker, store, writer), broker)
+    assert [r.key for r in writer.requests] == ["crm:customer:C-1@1", "crm:customer:C-1@2"]
+    assert outcome.skipped == 1
+
+
+def test_transient_failure_is_retried_with_incremented_attempt(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    writer.script = [WriteResult("transient", error="HTTP 503", status=503)]
+    processor = make(broker, store, writer)
+    publish(broker, envelope("C-1"))
+    assert run_once(processor, broker).retried == 1
+    assert broker.fetch("customers", 10, 0.01) == []  # delayed, not visible at once
+    deliveries = broker.fetch("customers", 10, 2.0)
+    assert len(deliveries) == 1
+    assert Envelope.from_bytes(deliveries[0].body).attempt == 1
+    assert processor.process(deliveries).applied == 1
+
+
+def test_transient_failure_dead_letters_after_max_attempts(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    writer.script = [WriteResult("transient", error="HTTP 503", status=503) for _ in range(3)]
+    processor = make(broker, store, writer, max_attempts=3)
+    publish(broker, envelope("C-1"))
+    for _ in range(3):
+        processor.process(broker.fetch("customers", 10, 3.0))
+    (dead,) = broker.browse(dlq_name("customers"), 10)
+    assert dead.headers[H_ERROR_CLASS] == "TransientError"
+    assert dead.headers[H_ATTEMPTS] == "3"
+    assert broker.depth("customers") == 0
+
+
+def test_rejected_write_goes_to_dlq_with_reason(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    writer.script = [WriteResult("permanent", error="HTTP 400: account_name is required", status=400)]
+    original = envelope("C-1")
+    publish(broker, original)
+    outcome = run_once(make(broker, store, writer), broker)
+    assert outcome.dead_lettered == 1
+    (dead,) = broker.browse(dlq_name("customers"), 10)
+    assert dead.headers[H_ERROR_CLASS] == "PermanentError"
+    assert "account_name is required" in dead.headers[H_ERROR]
+    assert dead.headers[H_ROUTE] == "customers"
+    assert Envelope.from_bytes(dead.body) == original  # original message kept for replay
+
+
+def test_mapping_failure_goes_to_dlq_with_mapping_id(broker: Broker, store: Store) -> None:
+    publish(broker, envelope("C-1", bad=True))
+    run_once(make(broker, store, ScriptedWriter()), broker)
+    (dead,) = broker.browse(dlq_name("customers"), 10)
+    assert dead.headers[H_ERROR_CLASS] == "MappingError"
+    assert dead.headers[H_MAPPING] == "m"
+    assert "credit_limit" in dead.headers[H_ERROR]
+
+
+def test_malformed_message_goes_to_dlq(broker: Broker, store: Store) -> None:
+    broker.send("customers", [OutgoingMessage("customer.upserted", b"{not json")])
+    run_once(make(broker, store, ScriptedWriter()), broker)
+    (dead,) = broker.browse(dlq_name("customers"), 10)
+    assert dead.headers[H_ERROR_CLASS] == "MalformedMessageError"
+    assert dead.body == b"{not json"
+
+
+def test_message_type_the_route_does_not_handle_goes_to_dlq(broker: Broker, store: Store) -> None:
+    other = Envelope(
+        type="invoice.posted",
+        source=Source(system="erp", entity="invoice", record_id="I-1"),
+        occurred_at=datetime.now(UTC),
+    )
+    broker.send("customers", [OutgoingMessage(other.type, other.to_bytes())])
+    run_once(make(broker, store, ScriptedWriter()), broker)
+    (dead,) = broker.browse(dlq_name("customers"), 10)
+    assert dead.headers[H_ERROR_CLASS] == "UnknownMessageTypeError"
+    assert "invoice.posted" in dead.headers[H_ERROR]
+
+
+def test_missing_cross_reference_waits_and_retries(broker: Broker, store: Store) -> None:
+    publish(broker, envelope("C-9", needs_xref=True))
+    outcome = run_once(make(broker, store, ScriptedWriter()), broker)
+    assert outcome.retried == 1 and outcome.dead_lettered == 0
+
+
+def test_filtered_record_is_acked_without_effect(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    publish(broker, envelope("C-1", skip=True))
+    outcome = run_once(make(broker, store, writer), broker)
+    assert outcome.skipped == 1 and writer.requests == []
+    assert broker.depth("customers") == 0
+
+
+def test_adapter_exception_is_retried_not_lost(broker: Broker, store: Store) -> None:
+    class Exploding(ScriptedWriter):
+        def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
+            raise RuntimeError("adapter bug")
+
+    publish(broker, envelope("C-1"))
+    outcome = run_once(make(broker, store, Exploding()), broker)
+    assert outcome.retried == 1
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "expected"),
+    [
+        ("customer.*", "customer.upserted", True),
+        ("customer.*", "customer.a.b", False),
+        ("#", "anything.at.all", True),
+        ("customer.#", "customer", True),
+        ("*.changed", "order_status.changed", True),
+        ("order.*", "customer.upserted", False),
+    ],
+)
+def test_topic_patterns_match_like_amqp(pattern: str, key: str, expected: bool) -> None:
+    assert topic_matches(pattern, key) is expected

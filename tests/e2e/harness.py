@@ -1,0 +1,86 @@
+"""Shared pieces of the end-to-end tests: configs pointing at the sample systems, waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pika
+import yaml
+
+from middleware.yamlsource import load_yaml_file
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / "deploy" / "demo" / "isthmus.yaml"
+
+
+def write_config(
+    directory: Path,
+    *,
+    broker: str,
+    route_suffix: str = "",
+    routes: list[str] | None = None,
+    sources: list[str] | None = None,
+    poll_interval_s: float = 0.2,
+    retry: dict[str, Any] | None = None,
+) -> Path:
+    """The demo config, pointed at `broker` and a store in `directory`, optionally trimmed.
+
+    `route_suffix` makes route (= queue) names unique on a shared RabbitMQ.
+    """
+    config = load_yaml_file(DEMO_CONFIG).data
+    config["broker"] = broker
+    config["store"] = f"sqlite:///{directory}/state.db"
+    config["mappings"] = [str(REPO / "mappings")]
+    config["observability"] = {"port": 0, "log_format": "json", "log_level": "warning",
+                               "depth_sample_interval_s": 0.5}
+    if routes is not None:
+        config["routes"] = [r for r in config["routes"] if r["name"] in routes]
+    if sources is not None:
+        config["sources"] = [s for s in config["sources"] if s["name"] in sources]
+    for route in config["routes"]:
+        route["name"] += route_suffix
+        route["retry"] = retry or {"max_attempts": 8, "initial_delay_s": 0.1, "max_delay_s": 1.0}
+    for source in config["sources"]:
+        source["poll_interval_s"] = poll_interval_s
+    path = directory / "isthmus.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def expected_targets(crm: Any) -> tuple[set[str], set[str]]:
+    """(customer numbers that must reach the ERP, won order numbers that must)."""
+    with crm.lock:
+        bad_customers = set(crm.bad_records["customers"])
+        bad_orders = set(crm.bad_records["orders"])
+        customers = {k for k in crm.customers.rows if k not in bad_customers}
+        orders = {
+            k
+            for k, o in crm.orders.rows.items()
+            if o["stage"] == "won" and k not in bad_orders and o["customer_no"] not in bad_customers
+        }
+    return customers, orders
+
+
+def delete_rabbit_queues(amqp_url: str, names: list[str], exchange: str | None = None) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?")[0]))
+    try:
+        channel = connection.channel()
+        for name in names:
+            for queue in (name, f"{name}.dlq", f"{name}.retry"):
+                channel.queue_delete(queue)
+        if exchange:
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
