@@ -3,10 +3,17 @@
 The watermark advances only after a page's messages are durably published, so a crash
 re-reads at most one page; re-read records carry the same source version and therefore the
 same idempotency key, and the routes skip them.
+
+Watermarks are inclusive (`updated >= watermark`) so that a change sharing the watermark's
+instant is never lost; that means every poll reads the records *at* the watermark again. The
+poller remembers which record versions it published at that boundary instant (persisted next
+to the watermark) and does not publish them again — otherwise a record that was dead-lettered
+would be dead-lettered anew on every poll.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -35,15 +42,24 @@ class SourcePoller:
         self.published = 0
         self.last_error: str = ""
         self._watermark_name = f"source:{config.name}"
+        self._boundary_name = f"source:{config.name}:boundary"
 
     def poll_once(self) -> int:
         """Read every page of changes since the watermark and publish them; returns the count."""
         cfg = self.config
         watermark = self.store.get_watermark(self._watermark_name)
+        boundary = set(json.loads(self.store.get_watermark(self._boundary_name) or "[]"))
+        read: list[tuple[datetime, str]] = []  # (occurred_at, key) of every record read this poll
         count = 0
         for page in self.reader.read_changes(cfg.entity, watermark):
-            if page.records:
-                messages = [self._message(record) for record in page.records]
+            fresh = []
+            for record in page.records:
+                key = f"{record.record_id}@{record.version}"
+                read.append((record.occurred_at, key))
+                if key not in boundary:
+                    fresh.append(record)
+            if fresh:
+                messages = [self._message(record) for record in fresh]
                 self.broker.publish(messages)
                 count += len(messages)
                 MESSAGES_PUBLISHED.labels(cfg.name, cfg.emits).inc(len(messages))
@@ -51,9 +67,19 @@ class SourcePoller:
                 self.store.set_watermark(self._watermark_name, page.watermark)
                 watermark = page.watermark
                 log.debug("watermark_advanced", source=cfg.name, watermark=watermark)
+        self._remember_boundary(watermark, read, boundary)
         self._observe_watermark(watermark)
         self.published += count
         return count
+
+    def _remember_boundary(self, watermark: str | None, read: list[tuple[datetime, str]], old: set[str]) -> None:
+        """Persist the keys read at the watermark's instant: the next poll reads them again."""
+        moment = _moment(watermark)
+        if moment is None:
+            return
+        at_boundary = sorted({key for occurred, key in read if _utc(occurred) >= moment})
+        if set(at_boundary) != old:
+            self.store.set_watermark(self._boundary_name, json.dumps(at_boundary))
 
     def _message(self, record: object) -> OutgoingMessage:
         from middleware.adapter import SourceRecord
@@ -69,14 +95,9 @@ class SourcePoller:
         return OutgoingMessage(routing_key=cfg.emits, body=envelope.to_bytes(), message_id=str(envelope.message_id))
 
     def _observe_watermark(self, watermark: str | None) -> None:
-        if not watermark:
+        moment = _moment(watermark)
+        if moment is None:
             return
-        try:
-            moment = datetime.fromisoformat(watermark)
-        except ValueError:
-            return
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
         WATERMARK_AGE.labels(self.config.name).set((datetime.now(UTC) - moment).total_seconds())
 
     def run(self, stop: threading.Event) -> None:
@@ -100,3 +121,17 @@ class SourcePoller:
                 wait = min(60.0, cfg.poll_interval_s * 2 ** min(failures, 6))
                 log.warning("source_poll_failed", source=cfg.name, error=str(exc), retry_in_s=round(wait, 1))
             stop.wait(max(0.0, wait))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _moment(watermark: str | None) -> datetime | None:
+    """The watermark as an aware moment; None for an empty or opaque (cursor) watermark."""
+    if not watermark:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(watermark))
+    except ValueError:
+        return None

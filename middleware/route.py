@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from middleware.adapter import WriteRequest, WriteResult, Writer
+from middleware.broker.topics import topic_matches
 from middleware.broker.base import (
     H_ATTEMPTS,
     H_DEAD_LETTERED_AT,
@@ -49,22 +50,6 @@ from middleware.store.base import RecordRef, Store
 log = structlog.get_logger("isthmus.route")
 
 MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
-
-
-def topic_matches(pattern: str, key: str) -> bool:
-    """AMQP topic match: `*` is one word, `#` zero or more."""
-    return _match(pattern.split("."), key.split("."))
-
-
-def _match(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    return (head == "*" or head == words[0]) and _match(rest, words[1:])
 
 
 @dataclass

@@ -890,32 +890,62 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
                 out[key] = value
         return out
 
-    def build(record: Any, ctx: Any) -> dict[str, Any]:
-        get = record.get if isinstance(record, dict) else _no_keys
-        out = {}
-        try:
-            for key, kind, a, b, default in rows:  # literal kinds: _READ_STEP=2, _READ=1, _CONST=3, _CALL=0
-                if kind == 2:
-                    out[key] = a(get(b), ctx)
-                elif kind == 1:
-                    out[key] = get(a)
-                elif kind == 3:
-                    out[key] = a
-                elif kind == 0:
-                    out[key] = a(record, ctx)
-                else:
-                    value = a(get(b), ctx) if a is not None else get(b)
-                    out[key] = default if value is None or value == "" else value
-        except IsthmusError:
-            raise
-        except Exception:
-            return careful(record, ctx)
-        if may_omit:
-            return {k: v for k, v in out.items() if v is not OMIT}
-        return out
+    build = _generate_block(rows, careful)
+    if may_omit:
+        whole = build
+
+        def build(record: Any, ctx: Any) -> dict[str, Any]:
+            return {k: v for k, v in whole(record, ctx).items() if v is not OMIT}
 
     build.may_be_empty = all(omit for _, _, omit in entries)  # type: ignore[attr-defined]
     return build
+
+
+def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: BlockFn) -> BlockFn:
+    """One Python function that builds the whole object with a single dict display.
+
+    This is code generation, not evaluation of user text: the generated source contains only
+    identifiers we make up (`k0`, `s0`, `f0`, ...). Every key, source path, constant and
+    transform from the YAML is passed in as a value of the function's namespace, so nothing an
+    integrator writes is ever parsed as Python. It runs about twice as fast as a loop that
+    dispatches per field, which is what lets the engine map tens of thousands of orders a second.
+    """
+    namespace: dict[str, Any] = {"IsthmusError": IsthmusError, "careful": careful, "no_keys": _no_keys}
+    items: list[str] = []
+    for i, (key, kind, a, b, default) in enumerate(rows):
+        namespace[f"k{i}"] = key
+        if kind == _CONST:
+            namespace[f"c{i}"] = a
+            items.append(f"k{i}: c{i}")
+        elif kind == _CALL:
+            namespace[f"f{i}"] = a
+            items.append(f"k{i}: f{i}(record, ctx)")
+        elif kind == _READ:
+            namespace[f"s{i}"] = a
+            items.append(f"k{i}: get(s{i})")
+        elif kind == _READ_STEP:
+            namespace[f"f{i}"], namespace[f"s{i}"] = a, b
+            items.append(f"k{i}: f{i}(get(s{i}), ctx)")
+        else:
+            namespace[f"s{i}"], namespace[f"d{i}"] = b, default
+            read = f"get(s{i})"
+            if a is not None:
+                namespace[f"f{i}"] = a
+                read = f"f{i}(get(s{i}), ctx)"
+            items.append(f'k{i}: (d{i} if (v := {read}) is None or v == "" else v)')
+    source = (
+        "def build(record, ctx):\n"
+        "    get = record.get if type(record) is dict else (record.get if isinstance(record, dict) else no_keys)\n"
+        "    try:\n"
+        "        return {" + ", ".join(items) + "}\n"
+        "    except IsthmusError:\n"
+        "        raise\n"
+        "    except Exception:\n"
+        "        return careful(record, ctx)\n"
+    )
+    exec(compile(source, "<isthmus mapping block>", "exec"), namespace)  # noqa: S102 - see docstring
+    built: BlockFn = namespace["build"]
+    return built
 
 
 def _object_field(block: BlockFn) -> FieldFn:

@@ -89,7 +89,7 @@ def test_unknown_key_suggests_the_nearest_name(tmp_path: Path, monkeypatch: pyte
     rendered = str(info.value)
     assert "unknown key 'mapings'" in rendered
     assert "did you mean 'mappings'" in rendered
-    assert f"{tmp_path / 'isthmus.yaml'}:29:" in rendered
+    assert f"{tmp_path / 'isthmus.yaml'}:27:" in rendered
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +113,7 @@ def test_route_naming_a_missing_mapping_fails_at_load(tmp_path: Path, monkeypatc
     (problem,) = info.value.problems
     assert "no mapping with id 'canonical_customer_to_epr'" in problem.message
     assert "canonical_customer_to_erp" in problem.hint
-    assert problem.location is not None and problem.location.line == 29
+    assert problem.location is not None and problem.location.line == 27
 
 
 def test_unknown_adapter_type_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,77 @@
+"""Glue between the mapping engine and the things that run it: worker routes, preview, bench.
+
+The mapping package knows nothing about configs or stores; the worker knows nothing about how
+mappings compile. This module is the one place that turns a route's list of mapping ids into
+the single `payload -> dict | None` function a `RouteProcessor` calls per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from middleware.config import LoadedConfig
+from middleware.errors import ConfigError, Problem
+from middleware.mapping import (
+    CompiledMapping,
+    MappingChain,
+    StaticMappingContext,
+    StoreMappingContext,
+    compile_mapping_text,
+    load_mappings,
+    preview,
+)
+from middleware.store.base import Store
+
+__all__ = ["build_route_mapper", "compile_mapping_text", "preview_chain", "resolve_chain"]
+
+MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def resolve_chain(paths: Sequence[str | Path], mapping_ids: Sequence[str]) -> CompiledMapping | MappingChain:
+    """The compiled mapping (one id) or chain (several) from the files under `paths`.
+
+    Raises ConfigError with every problem (bad files, unknown ids, chains that do not fit).
+    """
+    mapping_set = load_mappings([str(p) for p in paths])
+    ids = [i.strip() for i in mapping_ids if i.strip()]
+    if not ids:
+        raise ConfigError([Problem("no mapping id given", None, "", "name at least one mapping id")])
+    problems = mapping_set.chain_problems(ids)
+    if problems:
+        raise ConfigError(problems)
+    if len(ids) == 1:
+        return mapping_set[ids[0]]
+    return mapping_set.chain(ids)
+
+
+def build_route_mapper(config: LoadedConfig, mapping_ids: Sequence[str], store: Store) -> tuple[MapFunction, str]:
+    """Compile a route's mappings once; return the per-message function and a label for DLQ headers.
+
+    Cross-references are looked up in the worker's state store, so an order whose customer
+    has not been synced yet raises XrefMissingError (transient) and is retried later.
+    """
+    mapping = resolve_chain(config.mapping_paths, mapping_ids)
+    context = StoreMappingContext(store)
+    apply_validated = mapping.apply_validated
+
+    def map_record(payload: dict[str, Any]) -> dict[str, Any] | None:
+        return apply_validated(payload, context)
+
+    return map_record, "+".join(mapping_ids)
+
+
+def preview_chain(
+    paths: Sequence[str | Path],
+    mapping_ids: Sequence[str],
+    record: dict[str, Any],
+    xrefs: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """What a route with these mappings would write for `record` (`isthmus preview`)."""
+    return preview(resolve_chain(paths, mapping_ids), record, xrefs or {})
+
+
+def static_context(xrefs: dict[str, str] | None = None) -> StaticMappingContext:
+    """A context with fixed links (`crm:customer:C-1` → `erp:A-7`), for previews and benches."""
+    return StaticMappingContext(xrefs or {})

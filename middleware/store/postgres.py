@@ -1,0 +1,233 @@
+"""PostgreSQL state store: shared by workers on several hosts.
+
+URL: `postgresql://user[:password]@host[:port]/db[?schema=NAME&...]`. `schema` is ours, not
+libpq's, so it is removed before connecting; when given, the schema is created and put on
+the search path, which lets deployments (and tests) keep their tables apart in one database.
+
+Each thread has its own connection (psycopg connections are not for concurrent use). Every
+method is one transaction, committed before it returns. A call that fails because the
+connection dropped (server restart, failover) reconnects and runs once more: every method
+is idempotent, so repeating it is safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from middleware.store.base import RecordRef
+
+T = TypeVar("T")
+
+# Any fixed number works as long as every Isthmus process uses the same one.
+_DDL_LOCK_ID = 0x15_7E_05
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS xref (
+        src_system TEXT NOT NULL,
+        src_entity TEXT NOT NULL,
+        src_id     TEXT NOT NULL,
+        dst_system TEXT NOT NULL,
+        dst_entity TEXT NOT NULL,
+        dst_id     TEXT NOT NULL,
+        PRIMARY KEY (src_system, src_entity, src_id, dst_system)
+    )""",
+    "CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system)",
+    """CREATE TABLE IF NOT EXISTS watermarks (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS applied (
+        route TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        PRIMARY KEY (route, key)
+    )""",
+]
+
+_UNLINK_TARGET = (
+    "DELETE FROM xref WHERE src_system = %s AND dst_system = %s AND dst_entity = %s AND dst_id = %s"
+)
+_UPSERT_LINK = (
+    "INSERT INTO xref (src_system, src_entity, src_id, dst_system, dst_entity, dst_id) "
+    "VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (src_system, src_entity, src_id, dst_system) "
+    "DO UPDATE SET dst_entity = EXCLUDED.dst_entity, dst_id = EXCLUDED.dst_id"
+)
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """(URL libpq accepts, schema or None): the `schema` query parameter removed."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for name, value in query if name == "schema"), None)
+    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    return urlunsplit(parts._replace(query=rest)), (schema or None)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by `***`, for messages and reprs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        query = [(name, "***" if name == "password" else value) for name, value in query]
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore:
+    """The Store protocol on PostgreSQL; see the module docstring for the guarantees."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conninfo, self.schema = split_schema(url)
+        self._local = threading.local()
+        self._all: list[psycopg.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._run(self._create_tables)
+
+    # ----- connections ----------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.OperationalError as exc:
+            # libpq messages do not contain the password, but name the store without it anyway.
+            raise psycopg.OperationalError(
+                f"cannot connect to state store {redact(self.url)}: {exc}"
+            ) from None
+        if self.schema:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            conn.commit()
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _connection(self) -> psycopg.Connection:
+        if self._closed:
+            raise RuntimeError(f"state store {redact(self.url)} is closed")
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _discard(self, conn: psycopg.Connection) -> None:
+        with self._all_lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+        self._local.conn = None
+
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run `work` in one transaction and commit; once more after a lost connection."""
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                result = work(conn)
+                conn.commit()
+                return result
+            except psycopg.OperationalError:
+                # Also covers deadlocks and serialization failures, which a retry resolves.
+                if conn.broken or conn.closed:
+                    self._discard(conn)
+                else:
+                    conn.rollback()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    def _create_tables(self, conn: psycopg.Connection) -> None:
+        # Serialises concurrent first starts: IF NOT EXISTS alone can still collide on the catalog.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
+        if self.schema:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+        for statement in _DDL:
+            conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
+
+    # ----- xref -----------------------------------------------------------------------
+    def link(self, a: RecordRef, b: RecordRef) -> None:
+        def work(conn: psycopg.Connection) -> None:
+            conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
+            conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
+            conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
+            conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))
+
+        self._run(work)
+
+    def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
+        def work(conn: psycopg.Connection) -> tuple[str, str] | None:
+            return conn.execute(  # type: ignore[return-value]
+                "SELECT dst_entity, dst_id FROM xref "
+                "WHERE src_system = %s AND src_entity = %s AND src_id = %s AND dst_system = %s",
+                (ref.system, ref.entity, ref.id, other_system),
+            ).fetchone()
+
+        row = self._run(work)
+        return RecordRef(other_system, row[0], row[1]) if row else None
+
+    # ----- watermarks -----------------------------------------------------------------
+    def get_watermark(self, name: str) -> str | None:
+        def work(conn: psycopg.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM watermarks WHERE name = %s", (name,)).fetchone()
+            return row[0] if row else None
+
+        return self._run(work)
+
+    def set_watermark(self, name: str, value: str) -> None:
+        def work(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "INSERT INTO watermarks (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (name, value),
+            )
+
+        self._run(work)
+
+    # ----- idempotency ----------------------------------------------------------------
+    def applied(self, route: str, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        wanted = list(keys)
+
+        def work(conn: psycopg.Connection) -> set[str]:
+            rows = conn.execute("SELECT key FROM applied WHERE route = %s AND key = ANY(%s)", (route, wanted))
+            return {row[0] for row in rows}
+
+        return self._run(work)
+
+    def mark_applied(self, route: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.
+        ordered = sorted(set(keys))
+
+        def work(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "INSERT INTO applied (route, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                (route, ordered),
+            )
+
+        self._run(work)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.url)!r})"

@@ -1,0 +1,167 @@
+"""SQLite state store: one file, shared safely by the threads and processes of one host.
+
+Durability and sharing come from SQLite itself: WAL journal (readers never block the
+writer), `synchronous=FULL` (a write is on disk when the method returns) and a 30 s busy
+timeout (other processes wait for the write lock instead of failing). Writes use
+`BEGIN IMMEDIATE` so the lock is taken up front; a deferred transaction that reads and
+then writes can fail with "database is locked" without ever calling the busy handler.
+
+Threads share one connection behind a lock. SQLite admits one writer per file anyway, and
+one connection avoids both per-thread setup and the sleep-and-retry of the busy handler
+between threads of the same process, so batches of `applied`/`mark_applied` are faster.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from middleware.store.base import RecordRef
+
+BUSY_TIMEOUT_MS = 30_000
+# Well under SQLITE_MAX_VARIABLE_NUMBER even on old builds (999), leaving room for `route`.
+_IN_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS xref (
+    src_system TEXT NOT NULL,
+    src_entity TEXT NOT NULL,
+    src_id     TEXT NOT NULL,
+    dst_system TEXT NOT NULL,
+    dst_entity TEXT NOT NULL,
+    dst_id     TEXT NOT NULL,
+    PRIMARY KEY (src_system, src_entity, src_id, dst_system)
+);
+CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system);
+CREATE TABLE IF NOT EXISTS watermarks (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applied (
+    route TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    PRIMARY KEY (route, key)
+) WITHOUT ROWID;
+"""
+
+# Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
+# a's system) other than the new pair, so stale reverse links disappear with the old link.
+_UNLINK_TARGET = "DELETE FROM xref WHERE src_system = ? AND dst_system = ? AND dst_entity = ? AND dst_id = ?"
+_UPSERT_LINK = (
+    "INSERT INTO xref (src_system, src_entity, src_id, dst_system, dst_entity, dst_id) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (src_system, src_entity, src_id, dst_system) "
+    "DO UPDATE SET dst_entity = excluded.dst_entity, dst_id = excluded.dst_id"
+)
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file; see the module docstring for the guarantees."""
+
+    def __init__(self, path: str, url: str | None = None) -> None:
+        self.path = path
+        self.url = url if url is not None else f"sqlite:///{Path(path).resolve()}"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (see module docstring).
+        self._conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._enable_wal()
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._create_tables()
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL; retried because the switch can report "locked" without waiting."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _create_tables(self) -> None:
+        with self._write() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the file's write lock from the start."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # ----- xref -----------------------------------------------------------------------
+    def link(self, a: RecordRef, b: RecordRef) -> None:
+        with self._write() as conn:
+            conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
+            conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
+            conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
+            conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))
+
+    def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT dst_entity, dst_id FROM xref "
+                "WHERE src_system = ? AND src_entity = ? AND src_id = ? AND dst_system = ?",
+                (ref.system, ref.entity, ref.id, other_system),
+            ).fetchone()
+        return RecordRef(other_system, row[0], row[1]) if row else None
+
+    # ----- watermarks -----------------------------------------------------------------
+    def get_watermark(self, name: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM watermarks WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, name: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO watermarks (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    # ----- idempotency ----------------------------------------------------------------
+    def applied(self, route: str, keys: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key FROM applied WHERE route = ? AND key IN ({marks})", (route, *chunk)
+                )
+                found.update(row[0] for row in rows)
+        return found
+
+    def mark_applied(self, route: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
