@@ -48,6 +48,23 @@ def _invoiced_in_crm(crm: Any) -> int:
         return sum(1 for order in crm.orders.rows.values() if order.get("erp_status") == "invoiced")
 
 
+def _save_erp_records(erp: Any, path: Path) -> None:
+    """What the sample ERP holds when the demo ends, for a look after the services are gone."""
+    import json
+
+    with erp.lock:
+        records = {"accounts": dict(erp.accounts), "sales_orders": dict(erp.orders)}
+    path.write_text(json.dumps(records, indent=2, default=str), encoding="utf-8")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it (shorter to copy)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
@@ -81,8 +98,11 @@ def run_demo(customers: int = 60, orders_per_customer: int = 2, keep_running: bo
         file=out,
     )
     config = load_config(DEMO_CONFIG)
-    worker = Worker(config)
+    log_path = DEMO_STATE / "worker.log"
+    log_file = log_path.open("a", encoding="utf-8")
+    worker = Worker(config, log_stream=log_file)
     worker.start()
+    print(f"worker log (JSON lines, one correlation id per message): {_shown(log_path)}", file=out)
     if worker.health:
         print(f"metrics on http://127.0.0.1:{worker.health.port}/metrics", file=out)
     started = time.monotonic()
@@ -117,8 +137,10 @@ def run_demo(customers: int = 60, orders_per_customer: int = 2, keep_running: bo
         if not worker.stop_event.is_set():
             worker.stop()
         erp_final = erp.state()
+        _save_erp_records(erp, DEMO_STATE / "erp_records.json")
         crm.stop()
         erp.stop()
+        log_file.close()
 
     elapsed = time.monotonic() - started
     print(f"\n{'route':<26}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}{'lag p99':>10}",
@@ -147,5 +169,6 @@ def run_demo(customers: int = 60, orders_per_customer: int = 2, keep_running: bo
         broker.close()
     status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
     print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
-    print(f"inspect: .venv/bin/isthmus dlq list --config {DEMO_CONFIG.relative_to(REPO)}", file=out)
+    print(f"inspect: .venv/bin/isthmus dlq list --config {_shown(DEMO_CONFIG)}", file=out)
+    print(f"         the sample ERP's accounts and orders: {_shown(DEMO_STATE / 'erp_records.json')}", file=out)
     return 0 if complete else 1

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -43,7 +43,7 @@ PROCESSING_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 END_TO_END_LAG = Histogram(
-    "isthmus_end_to_end_lag_seconds", "Now minus the source change time when the effect lands.", ["route"],
+    "isthmus_end_to_end_lag_seconds", "From intake into Isthmus (poll, webhook) to the durable effect in the target.", ["route"],
     buckets=LAG_BUCKETS,
 )
 LAST_SUCCESS = Gauge("isthmus_last_success_timestamp_seconds", "Unix time of the route's last effect.", ["route"])
@@ -53,9 +53,13 @@ WATERMARK_AGE = Gauge("isthmus_poller_watermark_age_seconds", "Now minus the sou
 POLLS = Counter("isthmus_polls_total", "Polls of a source, by outcome.", ["source", "outcome"])
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """JSON lines for machines, coloured lines for people; both carry bound context."""
-    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines for machines, coloured lines for people; both carry bound context.
+
+    `stream` (default stderr) lets the demo send logs to a file and keep the console for progress.
+    """
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
@@ -66,7 +70,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 

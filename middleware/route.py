@@ -187,7 +187,7 @@ class RouteProcessor:
                         )
                     applied_keys.append(item.request.key)
                     to_ack.append(item.delivery)
-                    lag = (now - item.envelope.occurred_at).total_seconds()
+                    lag = (now - item.envelope.received_at).total_seconds()  # intake → durable effect
                     outcome.lags.append(lag)
                     self._metrics["lag"].observe(max(0.0, lag))
                     outcome.applied += 1

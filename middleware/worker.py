@@ -62,12 +62,14 @@ class Worker:
         run_routes: bool = True,
         serve_health: bool = True,
         fetch_timeout_s: float = 0.5,
+        log_stream: Any = None,
     ) -> None:
         self.config = config
         self.run_sources = run_sources
         self.run_routes = run_routes
         self.serve_health = serve_health
         self.fetch_timeout_s = fetch_timeout_s
+        self.log_stream = log_stream
         self.stop_event = threading.Event()
         self.stats: dict[str, RouteStats] = {}
         self.pollers: list[SourcePoller] = []
@@ -117,7 +119,7 @@ class Worker:
     # ----- running ------------------------------------------------------------------
     def start(self) -> Worker:
         obs = self.config.model.observability
-        configure_logging(obs.log_format, obs.log_level)
+        configure_logging(obs.log_format, obs.log_level, self.log_stream)
         self.build()
         for processor in self.processors:
             self._spawn(f"route-{processor.queue}", self._consume_loop, processor)

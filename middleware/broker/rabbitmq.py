@@ -103,7 +103,10 @@ def parse_rabbitmq_url(url: str) -> tuple[pika.URLParameters, str, int]:
     ours: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(key, value) if key in ("exchange", "prefetch") else rest.append((key, value)))
+        if key in ("exchange", "prefetch"):
+            ours[key] = value
+        else:
+            rest.append((key, value))
     names = {key for key, _ in rest}
     if "heartbeat" not in names:
         rest.append(("heartbeat", str(DEFAULT_HEARTBEAT_S)))
@@ -118,11 +121,13 @@ def parse_rabbitmq_url(url: str) -> tuple[pika.URLParameters, str, int]:
     except ValueError:
         prefetch = 0
     if prefetch <= 0:
-        raise ConfigError(Problem(f"prefetch {ours.get('prefetch')!r} in the broker URL must be a positive integer"))
+        raise ConfigError(Problem(f"prefetch {ours.get('prefetch')!r} in the broker URL must be a positive "
+                                  "integer", hint="e.g. ?prefetch=200"))
     try:
         params = pika.URLParameters(urlunsplit(parts._replace(query=urlencode(rest))))
     except ValueError as exc:  # pika names the bad parameter; the URL itself may hold a password
-        raise ConfigError(Problem(f"broker URL: {exc}", hint="see pika's URLParameters for the options")) from None
+        hint = "see pika's URLParameters for the options"
+        raise ConfigError(Problem(f"broker URL: {exc}", hint=hint)) from None
     return params, exchange, prefetch
 
 
@@ -213,22 +218,26 @@ class RabbitMqBroker:
 
     @contextmanager
     def _connection_guard(self, action: str) -> Iterator[None]:
-        """A lost connection becomes a TransientError; the next call reconnects."""
+        """pika errors become TransientErrors: a lost connection is reopened by the next call,
+        a channel RabbitMQ closed (it reports why) by the next use of that channel."""
         try:
             yield
         except pika.exceptions.AMQPConnectionError as exc:
             self._drop_connection()
             raise TransientError(f"RabbitMQ connection to {self._where} lost during {action}: "
                                  f"{self._describe(exc)}", system="rabbitmq") from None
+        except pika.exceptions.AMQPError as exc:
+            raise TransientError(f"RabbitMQ failed {action}: {self._describe(exc)}",
+                                 system="rabbitmq") from None
 
     def _reconnecting(self, action: str, operation: Callable[[], T]) -> T:
         """Run an operation that is safe to repeat, reconnecting once if the connection died under it."""
-        try:
-            return operation()
-        except pika.exceptions.AMQPConnectionError as exc:
-            log.warning("rabbitmq_reconnecting", action=action, error=self._describe(exc))
-            self._drop_connection()
         with self._connection_guard(action):
+            try:
+                return operation()
+            except pika.exceptions.AMQPConnectionError as exc:
+                log.warning("rabbitmq_reconnecting", action=action, error=self._describe(exc))
+                self._drop_connection()
             return operation()
 
     # ----- topology -------------------------------------------------------------------
@@ -261,9 +270,11 @@ class RabbitMqBroker:
         if queue in self._declared:
             return
         retry = {"x-queue-type": "classic", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-        for name, arguments in ((queue, _QUORUM), (dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry)):
-            with self._declaring(f"queue {name!r}", f"delete it (rabbitmqctl delete_queue {name}) if it holds "
-                                 "nothing you need, or use another route name or ?exchange= in the broker URL"):
+        queues = ((queue, _QUORUM), (dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry))
+        for name, arguments in queues:
+            hint = (f"delete it (rabbitmqctl delete_queue {name}) if it holds nothing you need, "
+                    "or use another route name or ?exchange= in the broker URL")
+            with self._declaring(f"queue {name!r}", hint):
                 self._admin_channel().queue_declare(name, durable=True, arguments=arguments)
         self._declared.add(queue)
 
@@ -319,13 +330,17 @@ class RabbitMqBroker:
                 raise TransientError(f"RabbitMQ refused (nacked) message {message.message_id} for "
                                      f"{routing_key!r}; it was not stored", system="rabbitmq") from None
             except pika.exceptions.ChannelClosedByBroker as exc:  # e.g. the exchange was deleted
-                self._reset_exchange()
+                self._forget_topology()
                 raise TransientError(f"RabbitMQ closed the publish channel: {exc.reply_text}",
                                      system="rabbitmq") from None
 
-    def _reset_exchange(self) -> None:
+    def _forget_topology(self) -> None:
+        """Declare again on next use: something was deleted under this instance."""
         self._exchange_ready = False
-        self._declared.discard(UNROUTED_QUEUE)
+        self._declared.clear()
+
+    def _reset_exchange(self) -> None:
+        self._forget_topology()
         self._ensure_exchange()
 
     def _redeclare(self, queue: str) -> None:
@@ -337,7 +352,8 @@ class RabbitMqBroker:
         """Waits up to `timeout_s` for the first message, then returns what is already buffered."""
         if max_messages <= 0:
             return []
-        return self._reconnecting(f"fetch from {queue!r}", partial(self._fetch, queue, max_messages, timeout_s))
+        operation = partial(self._fetch, queue, max_messages, timeout_s)
+        return self._reconnecting(f"fetch from {queue!r}", operation)
 
     def _fetch(self, queue: str, max_messages: int, timeout_s: float) -> list[Delivery]:
         channel = self._consume_channel()
@@ -387,13 +403,17 @@ class RabbitMqBroker:
 
     def _live(self, deliveries: Sequence[Delivery]) -> list[int]:
         """Delivery tags still held on the current consume channel; stale ones are dropped."""
+        if self._consume is None or not self._consume.is_open:
+            return []  # RabbitMQ has requeued everything that channel held
         live: list[int] = []
         for delivery in deliveries:
             tag = delivery.tag
-            if isinstance(tag, _Tag) and tag.generation == self._generation and tag.delivery_tag in self._unacked:
+            current = isinstance(tag, _Tag) and tag.generation == self._generation
+            if current and tag.delivery_tag in self._unacked:
                 live.append(tag.delivery_tag)
             else:
-                log.debug("rabbitmq_stale_delivery_ignored", queue=delivery.queue, message_id=delivery.message_id)
+                log.debug("rabbitmq_stale_delivery_ignored", queue=delivery.queue,
+                          message_id=delivery.message_id)
         return sorted(set(live))
 
     def _settle(self, tags: list[int], *, ack: bool) -> None:
