@@ -102,10 +102,10 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
     is not applied twice.
     """
     queue = dlq_name(route)
-    ids = list(message_ids) if message_ids else [d.message_id for d in broker.browse(queue, 1_000_000)]
-    taken = broker.take(queue, ids) if ids else []
+    wanted = set(message_ids) if message_ids else None
+    found = [d for d in broker.browse(queue, 1_000_000) if wanted is None or d.message_id in wanted]
     messages: list[OutgoingMessage] = []
-    for delivery in taken:
+    for delivery in found:
         body = delivery.body
         try:
             envelope = Envelope.from_bytes(body)
@@ -116,9 +116,13 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
         messages.append(
             OutgoingMessage(routing_key=delivery.routing_key, body=body, headers=headers, message_id=delivery.message_id)
         )
-    target = taken[0].headers.get(H_ORIGINAL_QUEUE, route) if taken else route
-    if messages:
-        broker.send(target, messages)
+    if not messages:
+        return 0
+    # Send first, then remove from the DLQ: a crash in between leaves a duplicate (which the
+    # route's idempotency key absorbs), never a lost message.
+    target = found[0].headers.get(H_ORIGINAL_QUEUE, route)
+    broker.send(target, messages)
+    broker.take(queue, [m.message_id for m in messages])
     return len(messages)
 
 

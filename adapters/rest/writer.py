@@ -26,6 +26,7 @@ from adapters.rest.transport import (
     Scrubber,
     classify_exception,
     classify_status,
+    send_direct,
     parse_retry_after,
     response_text,
 )
@@ -143,12 +144,8 @@ class RestWriter:
     def _send(self, prepared: _Prepared) -> WriteResult:
         what = f"{prepared.method} {prepared.path}"
         try:
-            response = self.session.request(
-                prepared.method,
-                prepared.url,
-                data=prepared.body,
-                headers=prepared.headers,
-                timeout=self.config.timeout_s,
+            response = send_direct(
+                self.session, prepared.method, prepared.url, prepared.body, prepared.headers, self.config.timeout_s
             )
         except requests.RequestException as exc:
             return WriteResult(classify_exception(exc), error=f"{what} failed: {self.scrubber.describe(exc)}")

@@ -8,6 +8,10 @@ Topology, for the exchange NAME (`?exchange=NAME` in the URL, default `isthmus`)
     retry_later ──> <queue>.retry (classic, per-message TTL) ──expired, dead-lettered──> <queue>
     dead_letter ──> <queue>.dlq (quorum)
 
+URL: `amqp[s]://USER:PASS@HOST:PORT/VHOST?exchange=NAME&prefetch=N` plus any pika URL option
+(`heartbeat` defaults to 30 s, `blocked_connection_timeout` to 60 s). `prefetch` (default 200)
+bounds the messages one instance holds per queue, fetched or buffered.
+
 Every declaration is idempotent and happens in `setup_route`, or lazily the first time an
 instance needs a queue or the exchange. A queue that already exists with other arguments
 (say a classic queue from an older setup) is reported with what to do, not papered over.
@@ -141,7 +145,8 @@ class RabbitMqBroker:
             "connection_name": f"isthmus-{uuid.uuid4().hex[:8]}"
         }
         parts = urlsplit(url)
-        self._where = f"{parts.hostname}:{parts.port or 5672}/{unquote(parts.path[1:] or '/')}"
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        self._where = f"{parts.hostname}:{port}/{unquote(parts.path[1:] or '/')}"
         self._password = unquote(parts.password or "")
         self._connection: BlockingConnection | None = None
         self._consume: BlockingChannel | None = None  # consumers, acks, nacks
@@ -266,11 +271,15 @@ class RabbitMqBroker:
         self._exchange_ready = True
 
     def _ensure_queues(self, queue: str) -> None:
-        """Declare `queue` (quorum), its DLQ (quorum) and its retry queue, once per instance."""
+        """Declare `queue` (quorum), its DLQ (quorum) and its retry queue, once per instance.
+
+        A DLQ is declared alone: it has no DLQ or retry queue of its own."""
         if queue in self._declared:
             return
         retry = {"x-queue-type": "classic", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-        queues = ((queue, _QUORUM), (dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry))
+        queues: tuple[tuple[str, dict[str, str]], ...] = ((queue, _QUORUM),)
+        if not queue.endswith(DLQ_SUFFIX):
+            queues += ((dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry))
         for name, arguments in queues:
             hint = (f"delete it (rabbitmqctl delete_queue {name}) if it holds nothing you need, "
                     "or use another route name or ?exchange= in the broker URL")

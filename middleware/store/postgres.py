@@ -159,13 +159,7 @@ class PostgresStore:
 
     # ----- xref -----------------------------------------------------------------------
     def link(self, a: RecordRef, b: RecordRef) -> None:
-        def work(conn: psycopg.Connection) -> None:
-            conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
-            conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
-            conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
-            conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))
-
-        self._run(work)
+        self._run(lambda conn: _link(conn, a, b))
 
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         def work(conn: psycopg.Connection) -> tuple[str, str] | None:
@@ -208,17 +202,23 @@ class PostgresStore:
 
         return self._run(work)
 
-    def mark_applied(self, route: str, keys: Sequence[str]) -> None:
-        if not keys:
+    def mark_applied(
+        self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()
+    ) -> None:
+        if not keys and not links:
             return
         # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.
         ordered = sorted(set(keys))
+        ordered_links = sorted(links, key=lambda pair: (pair[0].system, pair[0].entity, pair[0].id))
 
         def work(conn: psycopg.Connection) -> None:
-            conn.execute(
-                "INSERT INTO applied (route, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                (route, ordered),
-            )
+            for a, b in ordered_links:
+                _link(conn, a, b)
+            if ordered:
+                conn.execute(
+                    "INSERT INTO applied (route, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                    (route, ordered),
+                )
 
         self._run(work)
 
@@ -231,3 +231,11 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"
+
+
+def _link(conn: psycopg.Connection, a: RecordRef, b: RecordRef) -> None:
+    """Both directions; a record linked anew drops its old partner's back-link."""
+    conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
+    conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
+    conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
+    conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))

@@ -109,10 +109,7 @@ class SqliteStore:
     # ----- xref -----------------------------------------------------------------------
     def link(self, a: RecordRef, b: RecordRef) -> None:
         with self._write() as conn:
-            conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
-            conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
-            conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
-            conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))
+            _link(conn, a, b)
 
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         with self._lock:
@@ -151,10 +148,14 @@ class SqliteStore:
                 found.update(row[0] for row in rows)
         return found
 
-    def mark_applied(self, route: str, keys: Sequence[str]) -> None:
-        if not keys:
+    def mark_applied(
+        self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()
+    ) -> None:
+        if not keys and not links:
             return
         with self._write() as conn:
+            for a, b in links:
+                _link(conn, a, b)
             conn.executemany(
                 "INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys)
             )
@@ -165,3 +166,11 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
+
+
+def _link(conn: sqlite3.Connection, a: RecordRef, b: RecordRef) -> None:
+    """Both directions; a record linked anew drops its old partner's back-link."""
+    conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
+    conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
+    conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
+    conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))
