@@ -23,12 +23,13 @@ import requests
 from adapters.rest.config import RestSystemConfig, WriteSpec, path_placeholders
 from adapters.rest.payload import dig, encode_json
 from adapters.rest.transport import (
+    HttpReply,
     Scrubber,
     classify_exception,
     classify_status,
-    send_direct,
     parse_retry_after,
     response_text,
+    send_direct,
 )
 from middleware.adapter import WriteRequest, WriteResult
 
@@ -145,7 +146,8 @@ class RestWriter:
         what = f"{prepared.method} {prepared.path}"
         try:
             response = send_direct(
-                self.session, prepared.method, prepared.url, prepared.body, prepared.headers, self.config.timeout_s
+                self.session, prepared.method, prepared.url, prepared.body, prepared.headers,
+                self.config.timeout_s,
             )
         except requests.RequestException as exc:
             return WriteResult(classify_exception(exc), error=f"{what} failed: {self.scrubber.describe(exc)}")
@@ -162,7 +164,7 @@ class RestWriter:
             )
         return WriteResult("ok", target_id=self._target_id(response, prepared), status=status)
 
-    def _target_id(self, response: requests.Response, prepared: _Prepared) -> str | None:
+    def _target_id(self, response: HttpReply, prepared: _Prepared) -> str | None:
         if prepared.id_path is None or not response.content:
             return prepared.fallback_id
         try:
