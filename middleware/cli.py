@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from middleware.errors import ConfigError, IsthmusError
+from middleware.errors import ConfigError, IsthmusError, Problem, SourceLocation, XrefMissingError
 
 DEFAULT_CONFIG = "isthmus.yaml"
 
@@ -25,26 +27,66 @@ def _print_problems(error: ConfigError) -> None:
     print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The config to read: the one named by --config (which must exist), else ./isthmus.yaml if any.
+
+    A --config the user typed that does not exist is an error, not a silent fallback: otherwise
+    `isthmus validate --config typo.yaml` would report "ok" without having checked any config.
+    """
+    named = getattr(args, "config", None)
+    if named is None:
+        default = Path(DEFAULT_CONFIG)
+        return default if default.is_file() else None
+    path = Path(named)
+    if not path.is_file():
+        raise ConfigError(
+            Problem(
+                "no such config file" if not path.exists() else "not a file",
+                SourceLocation(str(path), 1, 1),
+                hint="check the --config path, or leave --config out to use ./isthmus.yaml if present",
+            )
+        )
+    return path
+
+
 def _mapping_paths(args: argparse.Namespace) -> list[Path]:
     if getattr(args, "paths", None):
         return [Path(p) for p in args.paths]
-    if getattr(args, "config", None) and Path(args.config).exists():
+    config = _config_file(args)
+    if config is not None:
         from middleware.config import load_config
 
-        return load_config(args.config, check_mappings=False).mapping_paths
+        return load_config(config, check_mappings=False).mapping_paths
     return [Path("mappings")]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every problem of the mapping files and of the config, all at once; exit 1 if any.
+
+    A broken config is what `validate` checks, so it is reported like a broken mapping (exit 1)
+    together with the problems of whatever mapping files can still be found.
+    """
+    from middleware.config import load_config
     from middleware.mapping import validate_mappings
 
-    mapping_set, problems = validate_mappings(_mapping_paths(args))
-    config_problems: list[Any] = []
-    if args.config and Path(args.config).exists() and not args.paths:
-        from middleware.config import load_config
-
+    config = _config_file(args)
+    # The default ./isthmus.yaml is checked only when no paths are given; a --config the
+    # user named is always checked.
+    check_config = config is not None and (args.config is not None or not args.paths)
+    config_problems: list[Problem] = []
+    paths: list[Path] | None = [Path(p) for p in args.paths] if args.paths else None
+    if paths is None and config is not None:
         try:
-            load_config(args.config)
+            paths = load_config(config, check_mappings=False).mapping_paths
+        except ConfigError as exc:
+            config_problems = list(exc.problems)
+            check_config = False  # already reported; the full load would only repeat them
+    if paths is None and config is None:
+        paths = [Path("mappings")]
+    mapping_set, problems = validate_mappings(paths) if paths is not None else ({}, [])
+    if check_config and config is not None:
+        try:
+            load_config(config)
         except ConfigError as exc:
             config_problems = [p for p in exc.problems if p not in problems]
     everything = problems + config_problems
@@ -67,13 +109,60 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+_XREF_ARG = re.compile(r"^[^:=\s]+:[^:=\s]+:[^=]+=[^=\s][^=]*$")
+_XREF_MISSING = re.compile(
+    r"no (?P<to>\S+) id linked to (?P<frm>\S+) (?P<entity>\S+) (?P<q>['\"])(?P<id>.*?)(?P=q) yet"
+)
+
+
+def _parse_xrefs(items: Sequence[str] | None) -> dict[str, str]:
+    """`--xref crm:customer:C-1=erp:A-7` arguments as the links a StaticMappingContext takes."""
+    xrefs: dict[str, str] = {}
+    for item in items or []:
+        if not _XREF_ARG.match(item):
+            raise ConfigError(
+                Problem(
+                    f"--xref {item!r} is not SYSTEM:ENTITY:ID=SYSTEM:ID",
+                    hint="e.g. --xref crm:customer:C-1001=erp:A-7",
+                )
+            )
+        left, right = item.split("=", 1)
+        xrefs[left.strip()] = right.strip()
+    return xrefs
+
+
+def _xref_missing_hint(exc: XrefMissingError) -> str:
+    """Preview has no state store: the fix is an --xref argument, not waiting for a retry."""
+    found = _XREF_MISSING.search(str(exc))
+    if found is None:
+        return "preview has no state store; pass the link it needs with --xref SYSTEM:ENTITY:ID=SYSTEM:ID"
+    return (
+        "preview has no state store; pass the link with "
+        f"--xref {found['frm']}:{found['entity']}:{found['id']}={found['to']}:<ID>"
+    )
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from middleware.mapping_runtime import preview_chain
 
-    sample = json.loads(Path(args.sample).read_text(encoding="utf-8"))
-    xrefs = dict(item.split("=", 1) for item in args.xref or [])
+    sample_path = Path(args.sample)
+    try:
+        sample = json.loads(sample_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        print(f"error: {sample_path} is not UTF-8 text; the sample must be a JSON file", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"error: {sample_path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", file=sys.stderr)
+        return 2
+    xrefs = _parse_xrefs(args.xref)
     records = sample if isinstance(sample, list) else [sample]
-    outputs = [preview_chain(_mapping_paths(args), args.mapping.split(","), record, xrefs) for record in records]
+    paths = _mapping_paths(args)
+    try:
+        outputs = [preview_chain(paths, args.mapping.split(","), record, xrefs) for record in records]
+    except XrefMissingError as exc:
+        message = str(exc).replace(" yet (it may not be synced yet; retrying)", "")
+        print(f"error: {message}\n    hint: {_xref_missing_hint(exc)}", file=sys.stderr)
+        return 2
     print(json.dumps(outputs if isinstance(sample, list) else outputs[0], indent=2, ensure_ascii=False))
     return 0
 
@@ -127,11 +216,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 print(json.dumps([d.summary() for d in letters], indent=2))
             else:
                 for d in letters:
-                    print(f"{d.route:<24} {d.message_id:<36} {d.error_class:<24} {d.record:<28} {d.error[:90]}")
+                    print(f"{d.route:<24} {d.message_id:<36} {d.error_class:<24} {d.record:<28} "
+                          f"{d.error[:90]}")
                 print(f"{len(letters)} dead-lettered message{'s' if len(letters) != 1 else ''}")
             return 0
         if args.dlq_command == "show":
-            letters = [d for d in dlq.list_dead_letters(broker, routes, 1_000_000) if d.message_id == args.message_id]
+            everything = dlq.list_dead_letters(broker, routes, 1_000_000)
+            letters = [d for d in everything if d.message_id == args.message_id]
             if not letters:
                 print(f"no dead-lettered message {args.message_id}; run 'isthmus dlq list'", file=sys.stderr)
                 return 1
@@ -144,9 +235,18 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if not args.message_ids and not args.all:
                 print("name message ids to replay, or pass --all", file=sys.stderr)
                 return 2
-            count = dlq.replay(broker, args.route, None if args.all else args.message_ids)
+            wanted = None if args.all else list(dict.fromkeys(args.message_ids))
+            missing: list[str] = []
+            if wanted is not None:
+                present = {d.message_id for d in dlq.list_dead_letters(broker, [args.route], 1_000_000)}
+                missing = [m for m in wanted if m not in present]
+                wanted = [m for m in wanted if m in present]
+            count = dlq.replay(broker, args.route, wanted) if wanted is None or wanted else 0
             print(f"replayed {count} message{'s' if count != 1 else ''} onto route {args.route}")
-            return 0
+            for message_id in missing:
+                print(f"no dead-lettered message {message_id} on route {args.route}; run 'isthmus dlq list'",
+                      file=sys.stderr)
+            return 1 if missing else 0
         if args.dlq_command == "purge":
             if not args.yes:
                 print("purge deletes messages for good; add --yes to confirm", file=sys.stderr)
@@ -178,20 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check mapping files (and isthmus.yaml) and report every problem")
-    p.add_argument("paths", nargs="*", help="mapping files or folders (default: from --config, else mappings/)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="isthmus.yaml to check as well, if it exists")
+    p.add_argument("paths", nargs="*",
+                   help="mapping files or folders (default: from --config, else mappings/)")
+    p.add_argument("--config", default=None,
+                   help=f"isthmus.yaml to check as well (default: ./{DEFAULT_CONFIG} if it exists)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("test", help="run the examples: blocks of mapping files")
     p.add_argument("paths", nargs="*")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=None,
+                   help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("preview", help="map a sample record and print the result")
     p.add_argument("mapping", help="mapping id, or a chain of ids separated by commas")
     p.add_argument("sample", help="JSON file with one record or a list of records")
     p.add_argument("--paths", nargs="*", help="mapping files or folders (default: mappings/)")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=None,
+                   help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
     p.add_argument("--xref", action="append", metavar="SYS:ENTITY:ID=SYS:ID",
                    help="a cross-reference to assume, e.g. crm:customer:C-1001=erp:A000001")
     p.set_defaults(func=cmd_preview)
@@ -249,8 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IsthmusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (`isthmus dlq list | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
 
 

@@ -114,7 +114,9 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
             pass
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-isthmus-")}
         messages.append(
-            OutgoingMessage(routing_key=delivery.routing_key, body=body, headers=headers, message_id=delivery.message_id)
+            OutgoingMessage(
+                routing_key=delivery.routing_key, body=body, headers=headers, message_id=delivery.message_id
+            )
         )
     if not messages:
         return 0

@@ -28,6 +28,8 @@ def export_schemas(out: Path | None, only: str | None = None) -> list[Path]:
     if out is None:
         print(json.dumps(schemas if not only else schemas[only], indent=2))
         return []
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; name a folder to write <Name>.schema.json files into")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, schema in schemas.items():

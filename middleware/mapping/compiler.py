@@ -8,6 +8,7 @@ the closures run; no text is parsed and no exception is raised for normal data.
 from __future__ import annotations
 
 import typing
+from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -891,6 +892,7 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
         return out
 
     build = _generate_block(rows, careful)
+    build.may_omit = may_omit  # type: ignore[attr-defined]
     if may_omit:
         whole = build
 
@@ -910,34 +912,19 @@ def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: B
     integrator writes is ever parsed as Python. It runs about twice as fast as a loop that
     dispatches per field, which is what lets the engine map tens of thousands of orders a second.
     """
-    namespace: dict[str, Any] = {"IsthmusError": IsthmusError, "careful": careful, "no_keys": _no_keys}
-    items: list[str] = []
-    for i, (key, kind, a, b, default) in enumerate(rows):
-        namespace[f"k{i}"] = key
-        if kind == _CONST:
-            namespace[f"c{i}"] = a
-            items.append(f"k{i}: c{i}")
-        elif kind == _CALL:
-            namespace[f"f{i}"] = a
-            items.append(f"k{i}: f{i}(record, ctx)")
-        elif kind == _READ:
-            namespace[f"s{i}"] = a
-            items.append(f"k{i}: get(s{i})")
-        elif kind == _READ_STEP:
-            namespace[f"f{i}"], namespace[f"s{i}"] = a, b
-            items.append(f"k{i}: f{i}(get(s{i}), ctx)")
-        else:
-            namespace[f"s{i}"], namespace[f"d{i}"] = b, default
-            read = f"get(s{i})"
-            if a is not None:
-                namespace[f"f{i}"] = a
-                read = f"f{i}(get(s{i}), ctx)"
-            items.append(f'k{i}: (d{i} if (v := {read}) is None or v == "" else v)')
+    namespace: dict[str, Any] = {
+        "IsthmusError": IsthmusError,
+        "careful": careful,
+        "no_keys": _no_keys,
+        "Decimal": Decimal,
+        "ROUND_HALF_UP": ROUND_HALF_UP,
+    }
+    display = _display(rows, namespace, "", "record", "get")
     source = (
         "def build(record, ctx):\n"
         "    get = record.get if type(record) is dict else (record.get if isinstance(record, dict) else no_keys)\n"
         "    try:\n"
-        "        return {" + ", ".join(items) + "}\n"
+        "        return " + display + "\n"
         "    except IsthmusError:\n"
         "        raise\n"
         "    except Exception:\n"
@@ -945,7 +932,98 @@ def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: B
     )
     exec(compile(source, "<isthmus mapping block>", "exec"), namespace)  # noqa: S102 - see docstring
     built: BlockFn = namespace["build"]
+    built.rows = rows  # type: ignore[attr-defined]
     return built
+
+
+def _display(
+    rows: tuple[tuple[str, int, Any, Any, Any], ...],
+    namespace: dict[str, Any],
+    tag: str,
+    record: str,
+    get: str,
+    extra: tuple[str, ...] = (),
+) -> str:
+    """The source of one dict display building an object from `record` (read with `get`).
+
+    A nested list (`each:`) whose items need no filtering becomes a list comprehension inside
+    the display, so an order and its lines are built by one generated function.
+    """
+    items: list[str] = []
+    for index, (key, kind, a, b, default) in enumerate(rows):
+        t = f"{tag}{index}"
+        namespace[f"k{t}"] = key
+        if kind == _CONST:
+            namespace[f"c{t}"] = a
+            items.append(f"k{t}: c{t}")
+        elif kind == _CALL:
+            namespace[f"f{t}"] = a
+            items.append(f"k{t}: " + (_inline_each(a, namespace, t, record) or f"f{t}({record}, ctx)"))
+        elif kind == _READ:
+            namespace[f"s{t}"] = a
+            items.append(f"k{t}: {get}(s{t})")
+        elif kind == _READ_STEP:
+            namespace[f"f{t}"], namespace[f"s{t}"] = a, b
+            expr = _inline_steps(a, f"{get}(s{t})", t, namespace) or f"f{t}({get}(s{t}), ctx)"
+            items.append(f"k{t}: {expr}")
+        else:
+            namespace[f"s{t}"], namespace[f"d{t}"] = b, default
+            read = f"{get}(s{t})"
+            if a is not None:
+                namespace[f"f{t}"] = a
+                read = _inline_steps(a, read, t, namespace) or f"f{t}({get}(s{t}), ctx)"
+            items.append(f'k{t}: (d{t} if (w{t} := {read}) is None or w{t} == "" else w{t})')
+    return "{" + ", ".join([*items, *extra]) + "}"
+
+
+def _inline_each(fn: Any, namespace: dict[str, Any], t: str, record: str) -> str | None:
+    """`[{...} for each item]` for an `each:` field built by `_each_field`, else None."""
+    spec = getattr(fn, "inline_each", None)
+    if spec is None:
+        return None
+    list_items, inner, index_key, start = spec
+    inner_rows = getattr(inner, "rows", None)
+    if inner_rows is None or getattr(inner, "may_omit", True):
+        return None
+    namespace[f"L{t}"], namespace[f"ik{t}"] = list_items, index_key
+    body = _display(inner_rows, namespace, f"{t}_", f"item{t}", f"get{t}", (f"ik{t}: pos{t}",))
+    return (
+        f"[{body} for pos{t}, item{t} in enumerate(L{t}({record}), {int(start)})"
+        f" for get{t} in (item{t}.get,)]"
+    )
+
+
+_INLINE_METHODS = frozenset({"upper", "lower", "strip"})
+
+
+def _inline_steps(fn: Any, read: str, tag: str, namespace: dict[str, Any]) -> str | None:
+    """An expression doing `fn`'s steps on `read` inline for str inputs, or None if it can't.
+
+    Each step that declares `inline` (see transforms.py) becomes `(fast if type(v) is str else
+    step(v, ctx))`, so any other input still runs the real step with its checks and errors.
+    Only names made here and method names from a fixed set go into the source.
+    """
+    steps = getattr(fn, "steps", None) or (fn,)
+    if not all(hasattr(step, "inline") for step in steps):
+        return None
+    expr = read
+    for n, step in enumerate(steps):
+        kind, argument = step.inline
+        v, g, arg = f"v{tag}_{n}", f"g{tag}_{n}", f"a{tag}_{n}"
+        namespace[g], namespace[arg] = step, argument
+        if kind == "method" and argument in _INLINE_METHODS:
+            fast = f"{v}.{argument}()"
+        elif kind == "prefix":
+            fast = f"{arg} + {v}"
+        elif kind == "suffix":
+            fast = f"{v} + {arg}"
+        elif kind == "decimal":
+            q = f"q{tag}_{n}"
+            fast = f"({q} if {v} and ({q} := Decimal({v}).quantize({arg}, ROUND_HALF_UP)).is_finite() else {g}({v}, ctx))"
+        else:
+            return None
+        expr = f"({fast} if type({v} := {expr}) is str else {g}({v}, ctx))"
+    return expr
 
 
 def _object_field(block: BlockFn) -> FieldFn:
@@ -967,6 +1045,20 @@ def _each_field(
     if keep is None and len(index_keys) == 1:
         key, start = index_keys[0]
 
+        def list_items(record: Any) -> list[Any]:
+            items = get(record)
+            if type(items) is list:
+                return items
+            if items is None:
+                return []
+            if isinstance(items, list):
+                return items
+            raise MappingError(
+                f"each: expects a list, got {type(items).__name__} {show_value(items)}",
+                mapping=mapping,
+                field=target,
+            )
+
         def each_numbered(record: Any, ctx: Any) -> Any:
             items = get(record)
             if type(items) is not list:
@@ -985,6 +1077,7 @@ def _each_field(
                 out.append(mapped)
             return out
 
+        each_numbered.inline_each = (list_items, block, key, start)  # type: ignore[attr-defined]
         return each_numbered
 
     def each(record: Any, ctx: Any) -> Any:
@@ -1039,11 +1132,15 @@ def _general_field(
         def run(value: Any, ctx: Any) -> Any:
             return second(first(value, ctx), ctx)
 
+        run.steps = steps  # type: ignore[attr-defined]
+
     elif len(steps) == 3:
         first, second, third = steps
 
         def run(value: Any, ctx: Any) -> Any:
             return third(second(first(value, ctx), ctx), ctx)
+
+        run.steps = steps  # type: ignore[attr-defined]
 
     else:
 

@@ -24,6 +24,10 @@ from middleware.errors import MappingError, XrefMissingError
 from middleware.mapping.pipeline import Arg
 
 StepFn = Callable[[Any, Any], Any]
+# A step may carry `step.inline = (kind, argument)`: the same behaviour for the common case (a
+# str input), which the compiler writes straight into a mapping's generated build function
+# and which falls back to calling the step itself for anything else. Kinds: "method" (a str
+# method without arguments), "prefix", "suffix" (text), "decimal" (the quantize exponent).
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ def _prefix(text: str) -> StepFn:
             return text + v
         return None if v is None else text + _text(v)
 
+    step.inline = ("prefix", text)  # type: ignore[attr-defined]
     return step
 
 
@@ -129,6 +134,7 @@ def _suffix(text: str) -> StepFn:
             return v + text
         return None if v is None else _text(v) + text
 
+    step.inline = ("suffix", text)  # type: ignore[attr-defined]
     return step
 
 
@@ -139,6 +145,7 @@ def _upper() -> StepFn:
             return v.upper()
         return None if v is None else _text(v).upper()
 
+    step.inline = ("method", "upper")  # type: ignore[attr-defined]
     return step
 
 
@@ -149,6 +156,7 @@ def _lower() -> StepFn:
             return v.lower()
         return None if v is None else _text(v).lower()
 
+    step.inline = ("method", "lower")  # type: ignore[attr-defined]
     return step
 
 
@@ -159,6 +167,7 @@ def _trim() -> StepFn:
             return v.strip()
         return None if v is None else _text(v).strip()
 
+    step.inline = ("method", "strip")  # type: ignore[attr-defined]
     return step
 
 
@@ -272,6 +281,7 @@ def _decimal(scale: int) -> StepFn:
             return number
         raise ValueError("not a finite number")
 
+    step.inline = ("decimal", exponent)  # type: ignore[attr-defined]
     return step
 
 
