@@ -75,8 +75,7 @@ def sample_order(i: int) -> dict[str, Any]:
         "note": "  call before delivery ",
         "updated_at": "2026-11-24T09:16:00+08:00",
         "lines": [
-            {"sku": f"sku-{j}", "desc": f" item {j} ", "qty": "2", "price": "10.00", "discount": "5"}
-            for j in range(5)
+            {"sku": f"sku-{j}", "desc": f" item {j} ", "qty": "2", "price": "10.00", "discount": "5"} for j in range(5)
         ],
     }
 
@@ -272,8 +271,15 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
                 for _ in range(processes):
                     workers.append(
                         subprocess.Popen(
-                            [sys.executable, "-m", "middleware.cli", "worker", "--config", str(config_path),
-                             "--no-sources"],
+                            [
+                                sys.executable,
+                                "-m",
+                                "middleware.cli",
+                                "worker",
+                                "--config",
+                                str(config_path),
+                                "--no-sources",
+                            ],
                             cwd=REPO,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,

@@ -72,8 +72,13 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-def run_demo(customers: int = 60, orders_per_customer: int = 2, keep_running: bool = False,
-             timeout_s: float = 120.0, out: Any = None) -> int:
+def run_demo(
+    customers: int = 60,
+    orders_per_customer: int = 2,
+    keep_running: bool = False,
+    timeout_s: float = 120.0,
+    out: Any = None,
+) -> int:
     from deploy.demo.sample_crm import SampleCrm
     from deploy.demo.sample_erp import SampleErp
     from middleware.broker.base import dlq_name
@@ -143,8 +148,9 @@ def run_demo(customers: int = 60, orders_per_customer: int = 2, keep_running: bo
         log_file.close()
 
     elapsed = time.monotonic() - started
-    print(f"\n{'route':<26}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}{'lag p99':>10}",
-          file=out)
+    print(
+        f"\n{'route':<26}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}{'lag p99':>10}", file=out
+    )
     for name, stats in worker.stats.items():
         print(
             f"{name:<26}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"

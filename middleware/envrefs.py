@@ -22,9 +22,7 @@ SECRET_PARENTS = frozenset({"auth"})
 ALWAYS_SECRET = frozenset({"token", "password", "secret", "client_secret"})
 
 
-def resolve_env_refs(
-    doc: YamlDocument, env: Mapping[str, str] | None = None
-) -> tuple[Any, list[Problem]]:
+def resolve_env_refs(doc: YamlDocument, env: Mapping[str, str] | None = None) -> tuple[Any, list[Problem]]:
     """Return the document's data with every reference replaced, and the problems found."""
     environ = os.environ if env is None else env
     problems: list[Problem] = []
@@ -61,9 +59,7 @@ def _walk(value: Any, path: YamlPath, doc: YamlDocument, env: Mapping[str, str],
     return value
 
 
-def _substitute(
-    text: str, path: YamlPath, doc: YamlDocument, env: Mapping[str, str], problems: list[Problem]
-) -> str:
+def _substitute(text: str, path: YamlPath, doc: YamlDocument, env: Mapping[str, str], problems: list[Problem]) -> str:
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:

@@ -39,11 +39,15 @@ MESSAGES_PUBLISHED = Counter(
     "isthmus_messages_published_total", "Messages published by sources and webhooks.", ["source", "type"]
 )
 PROCESSING_SECONDS = Histogram(
-    "isthmus_processing_seconds", "Time from fetch to ack of one batch, per message.", ["route"],
+    "isthmus_processing_seconds",
+    "Time from fetch to ack of one batch, per message.",
+    ["route"],
     buckets=LATENCY_BUCKETS,
 )
 END_TO_END_LAG = Histogram(
-    "isthmus_end_to_end_lag_seconds", "From intake into Isthmus (poll, webhook) to the durable effect in the target.", ["route"],
+    "isthmus_end_to_end_lag_seconds",
+    "From intake into Isthmus (poll, webhook) to the durable effect in the target.",
+    ["route"],
     buckets=LAG_BUCKETS,
 )
 LAST_SUCCESS = Gauge("isthmus_last_success_timestamp_seconds", "Unix time of the route's last effect.", ["route"])

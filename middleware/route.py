@@ -17,8 +17,7 @@ from typing import Any
 
 import structlog
 
-from middleware.adapter import WriteRequest, WriteResult, Writer
-from middleware.broker.topics import topic_matches
+from middleware.adapter import Writer, WriteRequest, WriteResult
 from middleware.broker.base import (
     H_ATTEMPTS,
     H_DEAD_LETTERED_AT,
@@ -30,8 +29,15 @@ from middleware.broker.base import (
     Broker,
     Delivery,
 )
+from middleware.broker.topics import topic_matches
 from middleware.config import RouteConfig
-from middleware.errors import MalformedMessageError, MappingError, TransientError, UnknownMessageTypeError
+from middleware.errors import (
+    MalformedMessageError,
+    MappingError,
+    PermanentError,
+    TransientError,
+    UnknownMessageTypeError,
+)
 from middleware.message import Envelope
 from middleware.observability import (
     END_TO_END_LAG,
@@ -88,7 +94,7 @@ class RouteProcessor:
         self.writer = writer
         self.map_record = map_record
         self.mapping_label = mapping_label
-        self._metrics = {
+        self._metrics: dict[str, Any] = {
             "consumed": MESSAGES_CONSUMED.labels(config.name),
             "produced": MESSAGES_PRODUCED.labels(config.name),
             "retried": MESSAGES_RETRIED.labels(config.name),
@@ -191,12 +197,12 @@ class RouteProcessor:
                     self._metrics["lag"].observe(max(0.0, lag))
                     outcome.applied += 1
                 elif result.outcome == "transient":
-                    exc = TransientError(result.error, status=result.status, retry_after=result.retry_after)
-                    self._retry_or_dead_letter(item.delivery, item.envelope, exc, outcome)
+                    failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
+                    self._retry_or_dead_letter(item.delivery, item.envelope, failure, outcome)
                 else:
-                    from middleware.errors import PermanentError
-
-                    self._dead_letter(item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome)
+                    self._dead_letter(
+                        item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome
+                    )
         if applied_keys or links:
             self.store.mark_applied(route, applied_keys, links)
         if to_ack:

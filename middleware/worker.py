@@ -169,8 +169,9 @@ class Worker:
             except Exception as exc:  # broker or store outage: back off, keep running
                 failures += 1
                 wait = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.error("route_batch_failed", route=processor.queue, error=f"{type(exc).__name__}: {exc}",
-                          retry_in_s=wait)
+                log.error(
+                    "route_batch_failed", route=processor.queue, error=f"{type(exc).__name__}: {exc}", retry_in_s=wait
+                )
                 self.stop_event.wait(wait)
 
     def _poll_loop(self, poller: SourcePoller) -> None:

@@ -76,9 +76,7 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDocument:
     return doc
 
 
-def _build(
-    node: yaml.Node, path: YamlPath, doc: YamlDocument, loader: yaml.SafeLoader, problems: list[Problem]
-) -> Any:
+def _build(node: yaml.Node, path: YamlPath, doc: YamlDocument, loader: yaml.SafeLoader, problems: list[Problem]) -> Any:
     doc.value_locations[path] = _loc(doc.file, node)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)

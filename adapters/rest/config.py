@@ -90,14 +90,10 @@ class OffsetPagination(_Strict):
 class CursorPagination(_Strict):
     type: Literal["cursor"] = Field(description="Opaque cursor handed back by the server.")
     cursor_param: str = Field(default="cursor", description="Query parameter carrying the cursor.")
-    cursor_path: str = Field(
-        default="next_cursor", description="Dotted path of the next cursor in the response."
-    )
+    cursor_path: str = Field(default="next_cursor", description="Dotted path of the next cursor in the response.")
 
 
-Pagination = Annotated[
-    NoPagination | PagePagination | OffsetPagination | CursorPagination, Field(discriminator="type")
-]
+Pagination = Annotated[NoPagination | PagePagination | OffsetPagination | CursorPagination, Field(discriminator="type")]
 
 
 # ----- entities ---------------------------------------------------------------------------
@@ -122,9 +118,7 @@ class ReadSpec(_Strict):
         description="Query parameter carrying the watermark; unset = filter on updated_field client-side.",
     )
     params: dict[str, str] = Field(default_factory=dict, description="Static query parameters.")
-    pagination: Pagination = Field(
-        default_factory=lambda: NoPagination(type="none"), description="Paging style."
-    )
+    pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"), description="Paging style.")
     has_more_path: str = Field(
         default="has_more", description="Dotted path of a 'more pages follow' flag; honoured when present."
     )
@@ -141,9 +135,7 @@ class ReadSpec(_Strict):
 
 class RequestSpec(_Strict):
     method: HTTP_METHOD = Field(description="HTTP method.")
-    path: str = Field(
-        description="URL path; {field} placeholders from the record, {target_id} from the xref."
-    )
+    path: str = Field(description="URL path; {field} placeholders from the record, {target_id} from the xref.")
 
     @field_validator("path")
     @classmethod
@@ -208,16 +200,10 @@ class RestSystemConfig(_Strict):
     timeout_s: float = Field(default=10.0, gt=0, description="Connect and read timeout of every request.")
     max_connections: int = Field(default=16, ge=1, description="Connection pool size.")
     concurrency: int = Field(default=8, ge=1, description="Parallel requests in one write batch.")
-    auth: Auth = Field(
-        default_factory=lambda: NoAuth(type="none"), description="none, bearer, basic or api_key."
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra static headers on every request."
-    )
+    auth: Auth = Field(default_factory=lambda: NoAuth(type="none"), description="none, bearer, basic or api_key.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra static headers on every request.")
     health_path: str | None = Field(default=None, description="Path `check` requests (default: base_url).")
-    entities: dict[str, EntitySpec] = Field(
-        default_factory=dict, description="Entity name → read/write settings."
-    )
+    entities: dict[str, EntitySpec] = Field(default_factory=dict, description="Entity name → read/write settings.")
 
     @field_validator("base_url")
     @classmethod

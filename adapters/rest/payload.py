@@ -35,9 +35,7 @@ def _plain_default(value: Any) -> Any:
     raise _NeedsExactEncoder
 
 
-_fast_encoder = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain_default
-)
+_fast_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain_default)
 
 
 def encode_json(value: Any) -> bytes:

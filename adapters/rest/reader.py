@@ -84,9 +84,7 @@ class RestReader:
         if spec.since_param and watermark:
             base_params[spec.since_param] = utc_iso(since) if since else watermark
         pagination = spec.pagination
-        resume_by_since = spec.since_param is not None and isinstance(
-            pagination, PagePagination | OffsetPagination
-        )
+        resume_by_since = spec.since_param is not None and isinstance(pagination, PagePagination | OffsetPagination)
         request_since = since  # the moment the current query's since_param asks from
         at_best: set[str] = set()  # ids yielded whose updated value equals `best`
         already: set[str] = set()  # ids at `request_since` yielded before the query was re-anchored
@@ -108,8 +106,7 @@ class RestReader:
             raw = dig(body, spec.records_path)
             if not isinstance(raw, list):
                 raise PermanentError(
-                    f"GET {spec.path}: expected a list at records_path {spec.records_path!r}, "
-                    f"got {type(raw).__name__}",
+                    f"GET {spec.path}: expected a list at records_path {spec.records_path!r}, got {type(raw).__name__}",
                     system=self.system,
                 )
             records: list[SourceRecord] = []
@@ -134,12 +131,7 @@ class RestReader:
                 full = len(raw) >= pagination.limit
             else:
                 full = False
-            if (
-                resume_by_since
-                and full
-                and best is not None
-                and (request_since is None or best > request_since)
-            ):
+            if resume_by_since and full and best is not None and (request_since is None or best > request_since):
                 assert spec.since_param is not None
                 base_params[spec.since_param] = utc_iso(best)
                 request_since, already = best, set(at_best)
@@ -222,11 +214,7 @@ class RestReader:
                         status=status,
                     ) from None
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if (
-                status in RATE_LIMITED_STATUSES
-                and retry_after is not None
-                and waits < spec.rate_limit_retries
-            ):
+            if status in RATE_LIMITED_STATUSES and retry_after is not None and waits < spec.rate_limit_retries:
                 waits += 1
                 wait = min(retry_after, spec.max_retry_wait_s)
                 log.info("read_rate_limited", system=self.system, path=spec.path, status=status, wait_s=wait)

@@ -49,9 +49,7 @@ class _Prepared:
 class RestWriter:
     """Writes the entities of one REST system that have `write:` settings."""
 
-    def __init__(
-        self, system: str, config: RestSystemConfig, session: requests.Session, scrubber: Scrubber
-    ) -> None:
+    def __init__(self, system: str, config: RestSystemConfig, session: requests.Session, scrubber: Scrubber) -> None:
         self.system = system
         self.config = config
         self.session = session
@@ -97,9 +95,7 @@ class RestWriter:
         entity = self.config.entities.get(request.entity)
         spec = entity.write if entity is not None else None
         if spec is None:
-            return WriteResult(
-                "permanent", error=f"system {self.system!r} cannot write entity {request.entity!r}"
-            )
+            return WriteResult("permanent", error=f"system {self.system!r} cannot write entity {request.entity!r}")
         record = request.record
         if spec.mode == "upsert":
             assert spec.path is not None
@@ -113,12 +109,8 @@ class RestWriter:
         try:
             path = _fill_path(template, spec, request)
         except KeyError as exc:
-            return WriteResult(
-                "permanent", error=f"record has no field {exc.args[0]!r} needed for path {template!r}"
-            )
-        body_record = (
-            {k: v for k, v in record.items() if k not in spec.drop_fields} if spec.drop_fields else record
-        )
+            return WriteResult("permanent", error=f"record has no field {exc.args[0]!r} needed for path {template!r}")
+        body_record = {k: v for k, v in record.items() if k not in spec.drop_fields} if spec.drop_fields else record
         try:
             body = encode_json(body_record)
         except ValueError as exc:
@@ -133,12 +125,7 @@ class RestWriter:
             identity, at, _version = request.key.rpartition("@")
             lane = f"record:{request.entity}:{identity if at else request.key}"
         fallback = request.target_id
-        if (
-            fallback is None
-            and spec.mode == "upsert"
-            and spec.key_field
-            and record.get(spec.key_field) is not None
-        ):
+        if fallback is None and spec.mode == "upsert" and spec.key_field and record.get(spec.key_field) is not None:
             fallback = str(record[spec.key_field])
         return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path)
 
@@ -146,7 +133,11 @@ class RestWriter:
         what = f"{prepared.method} {prepared.path}"
         try:
             response = send_direct(
-                self.session, prepared.method, prepared.url, prepared.body, prepared.headers,
+                self.session,
+                prepared.method,
+                prepared.url,
+                prepared.body,
+                prepared.headers,
                 self.config.timeout_s,
             )
         except requests.RequestException as exc:
@@ -158,9 +149,7 @@ class RestWriter:
                 outcome,
                 error=f"{what} → {status}: {self.scrubber.excerpt(response_text(response))}",
                 status=status,
-                retry_after=parse_retry_after(response.headers.get("Retry-After"))
-                if outcome == "transient"
-                else None,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")) if outcome == "transient" else None,
             )
         return WriteResult("ok", target_id=self._target_id(response, prepared), status=status)
 

@@ -51,9 +51,7 @@ class WebhookEndpoint(BaseModel):
     path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
     system: str = Field(description="System the events come from.")
     entity: str = Field(description="Entity the events are about.")
-    message_type: str = Field(
-        description="Message type (and routing key) to publish, e.g. customer.upserted."
-    )
+    message_type: str = Field(description="Message type (and routing key) to publish, e.g. customer.upserted.")
     id_field: str = Field(description="Event field holding the record id (dotted path allowed).")
     version_field: str | None = Field(default=None, description="Event field holding the record version.")
     occurred_field: str | None = Field(
@@ -76,9 +74,7 @@ class WebhookEndpoint(BaseModel):
     @classmethod
     def _type_shape(cls, value: str) -> str:
         if not MESSAGE_TYPE_PATTERN.match(value):
-            raise ValueError(
-                f"message type {value!r} must look like '<entity>.<event>', e.g. customer.upserted"
-            )
+            raise ValueError(f"message type {value!r} must look like '<entity>.<event>', e.g. customer.upserted")
         return value
 
 
@@ -230,9 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """Serves the configured webhook endpoints on `host:port` (0 = any free port)."""
 
-    def __init__(
-        self, host: str, port: int, endpoints: Mapping[str, WebhookEndpoint], broker: Broker
-    ) -> None:
+    def __init__(self, host: str, port: int, endpoints: Mapping[str, WebhookEndpoint], broker: Broker) -> None:
         self.host = host
         self._port = port
         self.broker = broker
@@ -240,9 +234,7 @@ class WebhookReceiver:
         for name, endpoint in endpoints.items():
             if endpoint.path in self.by_path:
                 other = self.by_path[endpoint.path][0]
-                raise ConfigError(
-                    f"webhook endpoints {other!r} and {name!r} share the path {endpoint.path!r}"
-                )
+                raise ConfigError(f"webhook endpoints {other!r} and {name!r} share the path {endpoint.path!r}")
             self.by_path[endpoint.path] = (name, endpoint)
         self._publish_lock = threading.Lock()
         self._server: _Server | None = None
@@ -299,8 +291,7 @@ class WebhookReceiver:
             bound.warning("webhook_event_rejected", status=exc.status, reason=exc.reason[:200])
             return exc.status, {"error": exc.reason}, {}
         messages = [
-            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id))
-            for e in envelopes
+            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id)) for e in envelopes
         ]
         if messages:
             try:

@@ -354,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     def build(args: Any) -> SampleCrm:
         crm = SampleCrm(args.host, args.port, args.token)
         if args.customers:
-            crm.seed(
-                args.customers, args.orders_per_customer, args.seed, with_bad_records=not args.no_bad_records
-            )
+            crm.seed(args.customers, args.orders_per_customer, args.seed, with_bad_records=not args.no_bad_records)
         return crm
 
     return run_main("SAMPLE CRM (for the Isthmus demo and tests)", 8801, build, add_arguments, argv)

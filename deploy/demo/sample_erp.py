@@ -92,9 +92,7 @@ class SampleErp(SampleService):
         super().start()
         if self.advance_every_s > 0:
             self._stop_advancing.clear()
-            self._advancer = threading.Thread(
-                target=self._advance_loop, name="sample-erp-advance", daemon=True
-            )
+            self._advancer = threading.Thread(target=self._advance_loop, name="sample-erp-advance", daemon=True)
             self._advancer.start()
         return self
 
@@ -236,9 +234,7 @@ class SampleErp(SampleService):
         current = self.accounts.get(account_id)
         if current is None:
             return error(404, f"unknown account {account_id!r}")
-        if "account_name" in body and (
-            not isinstance(body["account_name"], str) or not body["account_name"].strip()
-        ):
+        if "account_name" in body and (not isinstance(body["account_name"], str) or not body["account_name"].strip()):
             return error(400, "account_name is required")
         record = {**current, **body, "version": current["version"] + 1}
         self.accounts[account_id] = record

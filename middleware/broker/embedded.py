@@ -113,18 +113,16 @@ def parse_embedded_url(url: str, base_dir: str | Path | None = None) -> tuple[Pa
             raise ValueError(f"visibility_timeout in {url!r} must be a number of seconds") from None
         if timeout <= 0:
             raise ValueError(f"visibility_timeout in {url!r} must be positive")
-    if rest.startswith("/"):
-        path = Path("/" + rest.lstrip("/"))
-    else:
-        path = Path(base_dir or ".") / rest
+    path = Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(base_dir or ".") / rest
     return path.resolve(), timeout
 
 
 class EmbeddedBroker:
     """The Broker contract on a SQLite file. See the module docstring for the design."""
 
-    def __init__(self, path: str | Path, visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
-                 url: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S, url: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = url or f"embedded://{self.path}"
@@ -167,7 +165,9 @@ class EmbeddedBroker:
         before it sees the batch its predecessor held.
         """
         host = socket.gethostname()
-        owners = [r[0] for r in self._db.execute("SELECT DISTINCT lease_owner FROM messages WHERE lease_owner IS NOT NULL")]
+        owners = [
+            r[0] for r in self._db.execute("SELECT DISTINCT lease_owner FROM messages WHERE lease_owner IS NOT NULL")
+        ]
         dead = [o for o in owners if _owner_is_dead(o, host)]
         if not dead:
             return
@@ -208,7 +208,9 @@ class EmbeddedBroker:
                         "add a route whose `on:` matches it, then replay from this queue",
                     }
                 encoded = json.dumps(headers)
-                rows.extend((q, message.message_id, message.routing_key, encoded, message.body, now, now) for q in queues)
+                rows.extend(
+                    (q, message.message_id, message.routing_key, encoded, message.body, now, now) for q in queues
+                )
             self._insert(db, rows)
         self._wake()
 
@@ -246,9 +248,7 @@ class EmbeddedBroker:
             pause = min(0.05, pause * 2)
 
     def _next_visible_in(self, queue: str) -> float:
-        row = self._db.execute(
-            "SELECT MIN(visible_at) FROM messages WHERE queue = ?", (queue,)
-        ).fetchone()
+        row = self._db.execute("SELECT MIN(visible_at) FROM messages WHERE queue = ?", (queue,)).fetchone()
         if row is None or row[0] is None:
             return 0.05
         return max(0.001, row[0] - time.time())
@@ -331,7 +331,9 @@ class EmbeddedBroker:
             (queue, limit),
         ).fetchall()
         return [
-            Delivery(queue, bytes(body), json.loads(headers), message_id, routing_key, _Lease(row_id, ""), deliveries > 0)
+            Delivery(
+                queue, bytes(body), json.loads(headers), message_id, routing_key, _Lease(row_id, ""), deliveries > 0
+            )
             for row_id, message_id, routing_key, headers, body, deliveries in rows
         ]
 

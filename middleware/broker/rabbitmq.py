@@ -118,15 +118,23 @@ def parse_rabbitmq_url(url: str) -> tuple[pika.URLParameters, str, int]:
         rest.append(("blocked_connection_timeout", str(DEFAULT_BLOCKED_TIMEOUT_S)))
     exchange = ours.get("exchange", DEFAULT_EXCHANGE)
     if not exchange or exchange.startswith("amq."):
-        raise ConfigError(Problem(f"exchange {exchange!r} in the broker URL is not usable",
-                                  hint="use ?exchange=NAME with a name not starting with 'amq.'"))
+        raise ConfigError(
+            Problem(
+                f"exchange {exchange!r} in the broker URL is not usable",
+                hint="use ?exchange=NAME with a name not starting with 'amq.'",
+            )
+        )
     try:
         prefetch = int(ours.get("prefetch", DEFAULT_PREFETCH))
     except ValueError:
         prefetch = 0
     if prefetch <= 0:
-        raise ConfigError(Problem(f"prefetch {ours.get('prefetch')!r} in the broker URL must be a positive "
-                                  "integer", hint="e.g. ?prefetch=200"))
+        raise ConfigError(
+            Problem(
+                f"prefetch {ours.get('prefetch')!r} in the broker URL must be a positive integer",
+                hint="e.g. ?prefetch=200",
+            )
+        )
     try:
         params = pika.URLParameters(urlunsplit(parts._replace(query=urlencode(rest))))
     except ValueError as exc:  # pika names the bad parameter; the URL itself may hold a password
@@ -176,8 +184,9 @@ class RabbitMqBroker:
             try:
                 self._connection = BlockingConnection(self._params)
             except pika.exceptions.AMQPError as exc:
-                raise TransientError(f"cannot connect to RabbitMQ at {self._where}: {self._describe(exc)}",
-                                     system="rabbitmq") from None
+                raise TransientError(
+                    f"cannot connect to RabbitMQ at {self._where}: {self._describe(exc)}", system="rabbitmq"
+                ) from None
             log.debug("rabbitmq_connected", where=self._where)
         return self._connection
 
@@ -229,11 +238,11 @@ class RabbitMqBroker:
             yield
         except pika.exceptions.AMQPConnectionError as exc:
             self._drop_connection()
-            raise TransientError(f"RabbitMQ connection to {self._where} lost during {action}: "
-                                 f"{self._describe(exc)}", system="rabbitmq") from None
+            raise TransientError(
+                f"RabbitMQ connection to {self._where} lost during {action}: {self._describe(exc)}", system="rabbitmq"
+            ) from None
         except pika.exceptions.AMQPError as exc:
-            raise TransientError(f"RabbitMQ failed {action}: {self._describe(exc)}",
-                                 system="rabbitmq") from None
+            raise TransientError(f"RabbitMQ failed {action}: {self._describe(exc)}", system="rabbitmq") from None
 
     def _reconnecting(self, action: str, operation: Callable[[], T]) -> T:
         """Run an operation that is safe to repeat, reconnecting once if the connection died under it."""
@@ -264,8 +273,9 @@ class RabbitMqBroker:
         with self._declaring(what, f"set ?exchange=OTHER in the broker URL, or delete {what} and restart"):
             admin = self._admin_channel()
             admin.exchange_declare(self.unrouted_exchange, "fanout", durable=True)
-            admin.exchange_declare(self.exchange, "topic", durable=True,
-                                   arguments={"alternate-exchange": self.unrouted_exchange})
+            admin.exchange_declare(
+                self.exchange, "topic", durable=True, arguments={"alternate-exchange": self.unrouted_exchange}
+            )
         self._ensure_queues(UNROUTED_QUEUE)
         self._admin_channel().queue_bind(UNROUTED_QUEUE, self.unrouted_exchange)
         self._exchange_ready = True
@@ -281,8 +291,10 @@ class RabbitMqBroker:
         if not queue.endswith(DLQ_SUFFIX):
             queues += ((dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry))
         for name, arguments in queues:
-            hint = (f"delete it (rabbitmqctl delete_queue {name}) if it holds nothing you need, "
-                    "or use another route name or ?exchange= in the broker URL")
+            hint = (
+                f"delete it (rabbitmqctl delete_queue {name}) if it holds nothing you need, "
+                "or use another route name or ?exchange= in the broker URL"
+            )
             with self._declaring(f"queue {name!r}", hint):
                 self._admin_channel().queue_declare(name, durable=True, arguments=arguments)
         self._declared.add(queue)
@@ -294,8 +306,9 @@ class RabbitMqBroker:
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != _PRECONDITION_FAILED:
                 raise
-            raise ConfigError(Problem(f"RabbitMQ {what} already exists with different settings: "
-                                      f"{exc.reply_text}", hint=hint)) from None
+            raise ConfigError(
+                Problem(f"RabbitMQ {what} already exists with different settings: {exc.reply_text}", hint=hint)
+            ) from None
 
     # ----- producing ------------------------------------------------------------------
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -313,8 +326,14 @@ class RabbitMqBroker:
             for message in messages:
                 self._confirmed("", queue, message, partial(self._redeclare, queue))
 
-    def _confirmed(self, exchange: str, routing_key: str, message: OutgoingMessage,
-                   on_unroutable: Callable[[], None], expiration: str | None = None) -> None:
+    def _confirmed(
+        self,
+        exchange: str,
+        routing_key: str,
+        message: OutgoingMessage,
+        on_unroutable: Callable[[], None],
+        expiration: str | None = None,
+    ) -> None:
         """Publish one persistent message and wait for the confirm; an unroutable one is retried
         once after `on_unroutable` declared what was missing (mandatory: never dropped silently)."""
         properties = pika.BasicProperties(
@@ -326,22 +345,26 @@ class RabbitMqBroker:
         )
         for attempt in (1, 2):
             try:
-                self._publish_channel().basic_publish(exchange, routing_key, message.body, properties,
-                                                      mandatory=True)
+                self._publish_channel().basic_publish(exchange, routing_key, message.body, properties, mandatory=True)
                 return
             except pika.exceptions.UnroutableError:
                 if attempt == 2:
-                    raise TransientError(f"RabbitMQ could not route message {message.message_id} to "
-                                         f"{routing_key!r} on exchange {exchange or '(default)'!r}",
-                                         system="rabbitmq") from None
+                    raise TransientError(
+                        f"RabbitMQ could not route message {message.message_id} to "
+                        f"{routing_key!r} on exchange {exchange or '(default)'!r}",
+                        system="rabbitmq",
+                    ) from None
                 on_unroutable()
             except pika.exceptions.NackError:
-                raise TransientError(f"RabbitMQ refused (nacked) message {message.message_id} for "
-                                     f"{routing_key!r}; it was not stored", system="rabbitmq") from None
+                raise TransientError(
+                    f"RabbitMQ refused (nacked) message {message.message_id} for {routing_key!r}; it was not stored",
+                    system="rabbitmq",
+                ) from None
             except pika.exceptions.ChannelClosedByBroker as exc:  # e.g. the exchange was deleted
                 self._forget_topology()
-                raise TransientError(f"RabbitMQ closed the publish channel: {exc.reply_text}",
-                                     system="rabbitmq") from None
+                raise TransientError(
+                    f"RabbitMQ closed the publish channel: {exc.reply_text}", system="rabbitmq"
+                ) from None
 
     def _forget_topology(self) -> None:
         """Declare again on next use: something was deleted under this instance."""
@@ -381,8 +404,9 @@ class RabbitMqBroker:
             connection.process_data_events(time_limit=remaining)
         return [buffer.popleft() for _ in range(min(max_messages, len(buffer)))]
 
-    def _on_message(self, queue: str, generation: int, _channel: Any, method: Any, properties: Any,
-                    body: bytes) -> None:
+    def _on_message(
+        self, queue: str, generation: int, _channel: Any, method: Any, properties: Any, body: bytes
+    ) -> None:
         if generation != self._generation:
             return
         self._unacked.add(method.delivery_tag)
@@ -404,11 +428,20 @@ class RabbitMqBroker:
         headers = {k: _text(v) for k, v in raw.items() if not k.startswith(_BROKER_HEADERS)}
         if queue == UNROUTED_QUEUE and method.exchange and H_ERROR_CLASS not in headers:
             headers[H_ERROR_CLASS] = "Unrouted"
-            headers[H_ERROR] = (f"no route is bound to routing key {routing_key!r}; "
-                                "add a route whose `on:` matches it, then replay from this queue")
+            headers[H_ERROR] = (
+                f"no route is bound to routing key {routing_key!r}; "
+                "add a route whose `on:` matches it, then replay from this queue"
+            )
         message_id = properties.message_id or headers.get("message_id") or str(uuid.uuid4())
-        return Delivery(queue=queue, body=bytes(body), headers=headers, message_id=message_id,
-                        routing_key=routing_key, tag=tag, redelivered=bool(method.redelivered))
+        return Delivery(
+            queue=queue,
+            body=bytes(body),
+            headers=headers,
+            message_id=message_id,
+            routing_key=routing_key,
+            tag=tag,
+            redelivered=bool(method.redelivered),
+        )
 
     def _live(self, deliveries: Sequence[Delivery]) -> list[int]:
         """Delivery tags still held on the current consume channel; stale ones are dropped."""
@@ -421,8 +454,7 @@ class RabbitMqBroker:
             if current and tag.delivery_tag in self._unacked:
                 live.append(tag.delivery_tag)
             else:
-                log.debug("rabbitmq_stale_delivery_ignored", queue=delivery.queue,
-                          message_id=delivery.message_id)
+                log.debug("rabbitmq_stale_delivery_ignored", queue=delivery.queue, message_id=delivery.message_id)
         return sorted(set(live))
 
     def _settle(self, tags: list[int], *, ack: bool) -> None:
@@ -467,8 +499,9 @@ class RabbitMqBroker:
             self._ensure_queues(delivery.queue)
             message = OutgoingMessage(delivery.routing_key, body, dict(headers), delivery.message_id)
             expiration = str(max(1, int(delay_s * 1000)))
-            self._confirmed("", retry_queue_name(delivery.queue), message,
-                            partial(self._redeclare, delivery.queue), expiration)
+            self._confirmed(
+                "", retry_queue_name(delivery.queue), message, partial(self._redeclare, delivery.queue), expiration
+            )
             self._settle(self._live([delivery]), ack=True)
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, str]) -> None:
@@ -477,8 +510,9 @@ class RabbitMqBroker:
             return
         with self._connection_guard(f"dead-lettering of {delivery.message_id}"):
             self._ensure_queues(delivery.queue)
-            message = OutgoingMessage(delivery.routing_key, delivery.body, {**delivery.headers, **headers},
-                                      delivery.message_id)
+            message = OutgoingMessage(
+                delivery.routing_key, delivery.body, {**delivery.headers, **headers}, delivery.message_id
+            )
             self._confirmed("", dlq_name(delivery.queue), message, partial(self._redeclare, delivery.queue))
             self._settle(self._live([delivery]), ack=True)
 
@@ -499,6 +533,7 @@ class RabbitMqBroker:
 
     def browse(self, queue: str, limit: int) -> list[Delivery]:
         """Get up to `limit` messages without acking, then close the channel so all return."""
+
         def look() -> list[Delivery]:
             with self._side_channel() as channel:
                 return [delivery for delivery, _ in self._get_all(channel, queue, limit)]

@@ -8,9 +8,9 @@ the closures run; no text is parsed and no exception is raised for normal data.
 from __future__ import annotations
 
 import typing
-from decimal import ROUND_HALF_UP, Decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -111,9 +111,7 @@ class CompiledMapping:
 
         Raises MappingError (permanent for this record) or XrefMissingError (transient)."""
         if not isinstance(record, dict):
-            raise MappingError(
-                f"the input record must be an object, got {type(record).__name__}", mapping=self.id
-            )
+            raise MappingError(f"the input record must be an object, got {type(record).__name__}", mapping=self.id)
         when = self.when
         if when is not None and not when(record):
             return None
@@ -371,9 +369,7 @@ class _Compiler:
         for part in parts:
             if current.kind in ("list", "list_model"):
                 if not is_index(part):
-                    self.log.add(
-                        f"{'.'.join(walked)!r} is a list; index it (e.g. {'.'.join(walked)}.0)", where
-                    )
+                    self.log.add(f"{'.'.join(walked)!r} is a list; index it (e.g. {'.'.join(walked)}.0)", where)
                     return False
                 current = _Shape("model", current.model) if current.kind == "list_model" else _Shape("scalar")
             elif current.kind == "model" and current.model is not None:
@@ -411,9 +407,7 @@ class _Compiler:
 
     # -- blocks -----------------------------------------------------------------------------
     def top(self, fields: dict[str, Any]) -> BlockFn:
-        return self.block(
-            fields, ("fields",), self.source_model, self.target_model, in_each=False, target_prefix=""
-        )
+        return self.block(fields, ("fields",), self.source_model, self.target_model, in_each=False, target_prefix="")
 
     def block(
         self,
@@ -435,9 +429,7 @@ class _Compiler:
             try:
                 parts = split_path(key)
             except ValueError:
-                self.log.add(
-                    f"target path {key!r} has an empty part", where, "write e.g. address.city", key=True
-                )
+                self.log.add(f"target path {key!r} has an empty part", where, "write e.g. address.city", key=True)
                 continue
             if not parts:
                 self.log.add("'.' is not a target field name", where, key=True)
@@ -504,9 +496,7 @@ class _Compiler:
                 sub_model = None
                 if shape is not None:
                     if shape.kind != "model":
-                        self.log.add(
-                            f"{target_path!r} is not an object, so it has no sub-fields", where, key=True
-                        )
+                        self.log.add(f"{target_path!r} is not an object, so it has no sub-fields", where, key=True)
                         continue
                     sub_model = shape.model
                 sub = self._tree(node, path, source_model, sub_model, in_each, f"{target_path}.", None)
@@ -556,9 +546,7 @@ class _Compiler:
             return None
         start = spec["index"]
         if isinstance(start, bool) or not isinstance(start, int):
-            self.log.add(
-                "index: takes the whole number to start counting at", (*node.path, "index"), "index: 1"
-            )
+            self.log.add("index: takes the whole number to start counting at", (*node.path, "index"), "index: 1")
             return None
         return start
 
@@ -606,15 +594,11 @@ class _Compiler:
         item_model = None
         if shape is not None:
             if shape.kind not in ("list", "list_model"):
-                self.log.add(
-                    f"{target_path!r} is not a list, so it cannot be built from a list of items", path
-                )
+                self.log.add(f"{target_path!r} is not a list, so it cannot be built from a list of items", path)
                 return None
             item_model = shape.model
         if not spec:
-            self.log.add(
-                "a list of item blocks must not be empty", path, "give at least one item, or {const: []}"
-            )
+            self.log.add("a list of item blocks must not be empty", path, "give at least one item, or {const: []}")
             return None
         blocks = []
         for i, item in enumerate(spec):
@@ -684,9 +668,7 @@ class _Compiler:
             target_prefix=f"{target_path}[].",
             index_keys=index_keys,
         )
-        return _each_field(
-            make_getter(parsed.each), block, keep, tuple(index_keys), self.mapping_id, target_path
-        )
+        return _each_field(make_getter(parsed.each), block, keep, tuple(index_keys), self.mapping_id, target_path)
 
     def field_spec(
         self,
@@ -761,9 +743,7 @@ class _Compiler:
                 self.log.add("values: is empty", (*path, "values"), "map source values: {gold: A, silver: B}")
             table = dict(parsed.values)
         elif "otherwise" in given:
-            self.log.add(
-                "otherwise: without values:", (*path, "otherwise"), "add values: {from: to, ...}", key=True
-            )
+            self.log.add("otherwise: without values:", (*path, "otherwise"), "add values: {from: to, ...}", key=True)
         if len(self.log) > before:
             return None
         return _general_field(
@@ -780,9 +760,7 @@ class _Compiler:
             when=when,
         )
 
-    def pipeline(
-        self, text: str, path: YamlPath, site: StepSite
-    ) -> tuple[tuple[StepFn, ...], tuple[str, ...]]:
+    def pipeline(self, text: str, path: YamlPath, site: StepSite) -> tuple[tuple[StepFn, ...], tuple[str, ...]]:
         try:
             parsed = parse_pipeline(text)
         except PipelineSyntaxError as exc:
@@ -804,9 +782,7 @@ class _Compiler:
     def step(self, step: Step, text: str, path: YamlPath, site: StepSite) -> StepFn | None:
         definition = TRANSFORMS.get(step.name)
         if definition is None:
-            self.log.add(
-                f"unknown transform {step.name!r} in {text!r}", path, did_you_mean(step.name, TRANSFORMS)
-            )
+            self.log.add(f"unknown transform {step.name!r} in {text!r}", path, did_you_mean(step.name, TRANSFORMS))
             return None
         params = definition.params
         required = sum(1 for p in params if not p.optional)
@@ -826,9 +802,7 @@ class _Compiler:
                 return definition.factory(*values, site=site)
             return definition.factory(*values)
         except ValueError as exc:
-            self.log.add(
-                f"{step.describe()}: {exc}", path, f"write {definition.signature}: {definition.summary}"
-            )
+            self.log.add(f"{step.describe()}: {exc}", path, f"write {definition.signature}: {definition.summary}")
             return None
 
 
@@ -987,10 +961,7 @@ def _inline_each(fn: Any, namespace: dict[str, Any], t: str, record: str) -> str
         return None
     namespace[f"L{t}"], namespace[f"ik{t}"] = list_items, index_key
     body = _display(inner_rows, namespace, f"{t}_", f"item{t}", f"get{t}", (f"ik{t}: pos{t}",))
-    return (
-        f"[{body} for pos{t}, item{t} in enumerate(L{t}({record}), {int(start)})"
-        f" for get{t} in (item{t}.get,)]"
-    )
+    return f"[{body} for pos{t}, item{t} in enumerate(L{t}({record}), {int(start)}) for get{t} in (item{t}.get,)]"
 
 
 _INLINE_METHODS = frozenset({"upper", "lower", "strip"})
@@ -1019,7 +990,9 @@ def _inline_steps(fn: Any, read: str, tag: str, namespace: dict[str, Any]) -> st
             fast = f"{v} + {arg}"
         elif kind == "decimal":
             q = f"q{tag}_{n}"
-            fast = f"({q} if {v} and ({q} := Decimal({v}).quantize({arg}, ROUND_HALF_UP)).is_finite() else {g}({v}, ctx))"
+            fast = (
+                f"({q} if {v} and ({q} := Decimal({v}).quantize({arg}, ROUND_HALF_UP)).is_finite() else {g}({v}, ctx))"
+            )
         else:
             return None
         expr = f"({fast} if type({v} := {expr}) is str else {g}({v}, ctx))"
@@ -1200,12 +1173,11 @@ def _general_field(
             except Exception as exc:
                 raise fail(get(record), ctx, exc) from exc
         if table is not None and value is not None:
-            hit = table.get(value if type(value) is str else key_text(value), _MISSING)
+            hit = table.get(value if type(value) is str else (key_text(value) or ""), _MISSING)
             if hit is _MISSING:
                 if otherwise is _MISSING:
                     raise MappingError(
-                        f"value {show_value(value)} is not in values: ({shown_keys}) "
-                        "and there is no otherwise:",
+                        f"value {show_value(value)} is not in values: ({shown_keys}) and there is no otherwise:",
                         mapping=mapping,
                         field=target,
                     )
@@ -1214,9 +1186,7 @@ def _general_field(
         if has_default and (value is None or value == ""):
             value = default
         if required and (value is None or value == ""):
-            raise MappingError(
-                "a value is required but the source is missing or empty", mapping=mapping, field=target
-            )
+            raise MappingError("a value is required but the source is missing or empty", mapping=mapping, field=target)
         return value
 
     if defaults_only:

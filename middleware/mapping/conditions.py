@@ -51,9 +51,7 @@ def key_text(value: Any) -> str | None:
     return str(value)
 
 
-def compile_condition(
-    spec: Any, path: YamlPath, log: ProblemLog, check_path: PathCheck | None = None
-) -> Predicate:
+def compile_condition(spec: Any, path: YamlPath, log: ProblemLog, check_path: PathCheck | None = None) -> Predicate:
     """A predicate record → bool; problems go to `log` (the returned predicate is then unusable)."""
     if not isinstance(spec, dict) or not spec:
         log.add("a condition must be a mapping", path, f"use one of {_SHAPES}")
@@ -114,9 +112,7 @@ def compile_condition(
         check_path(field_path, (*path, "field"))
     if len(operators) != 1:
         what = "no operator" if not operators else "more than one operator (" + ", ".join(operators) + ")"
-        log.add(
-            f"condition on {field_path!r} has {what}", path, "give exactly one of " + ", ".join(OPERATORS)
-        )
+        log.add(f"condition on {field_path!r} has {what}", path, "give exactly one of " + ", ".join(OPERATORS))
         return _never
     if not ok:
         return _never

@@ -128,10 +128,7 @@ class _Parser:
             self.pos += 1
             while self.pos < len(self.text) and self.text[self.pos] in _DIGITS:
                 self.pos += 1
-            if (
-                self.text[self.pos : self.pos + 1] == "."
-                and self.text[self.pos + 1 : self.pos + 2] in _DIGITS
-            ):
+            if self.text[self.pos : self.pos + 1] == "." and self.text[self.pos + 1 : self.pos + 2] in _DIGITS:
                 self.pos += 1
                 while self.pos < len(self.text) and self.text[self.pos] in _DIGITS:
                     self.pos += 1

@@ -60,12 +60,8 @@ class FieldSpec(_Strict):
 
 class EachSpec(_Strict):
     each: str = Field(description="Source list path.")
-    fields: dict[str, Any] = Field(
-        min_length=1, description="Fields of each output item, read from each source item."
-    )
-    when: dict[str, Any] | None = Field(
-        default=None, description="Keep only source items for which this holds."
-    )
+    fields: dict[str, Any] = Field(min_length=1, description="Fields of each output item, read from each source item.")
+    when: dict[str, Any] | None = Field(default=None, description="Keep only source items for which this holds.")
 
 
 FIELD_SPEC_KEYS = tuple(f.alias or n for n, f in FieldSpec.model_fields.items())

@@ -84,9 +84,7 @@ def coerce_arg(arg: Arg, param: Param) -> Any:
     if param.kind == "text":
         if arg.kind in ("string", "word"):
             return str(arg.value)
-        raise ValueError(
-            f"argument {param.name!r} must be text (a word or a 'quoted string'), got {arg.describe()}"
-        )
+        raise ValueError(f"argument {param.name!r} must be text (a word or a 'quoted string'), got {arg.describe()}")
     if param.kind == "int":
         if arg.kind == "int":
             return arg.value
@@ -209,9 +207,7 @@ def _regex(pattern: str, group: Any = None) -> StepFn:
         group = 1 if compiled.groups else 0
     if isinstance(group, int):
         if not 0 <= group <= compiled.groups:
-            raise ValueError(
-                f"regex {pattern!r} has {compiled.groups} group(s); group {group} does not exist"
-            )
+            raise ValueError(f"regex {pattern!r} has {compiled.groups} group(s); group {group} does not exist")
     elif isinstance(group, str):
         if group not in compiled.groupindex:
             raise ValueError(f"regex {pattern!r} has no group named {group!r}")

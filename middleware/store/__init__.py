@@ -23,9 +23,7 @@ def open_store(url: str, base_dir: str | Path | None = None) -> Store:
     if sep and scheme == "sqlite":
         rest = rest.split("?", 1)[0]
         if not rest.strip("/"):
-            raise ValueError(
-                f"store URL {url!r} names no file: use sqlite://PATH, e.g. sqlite://.isthmus/state.db"
-            )
+            raise ValueError(f"store URL {url!r} names no file: use sqlite://PATH, e.g. sqlite://.isthmus/state.db")
         if rest.startswith("/"):
             path = Path("/" + rest.lstrip("/"))
         else:

@@ -38,9 +38,7 @@ class Store(Protocol):
     def applied(self, route: str, keys: Sequence[str]) -> set[str]:
         """Which of `keys` were already applied on `route` (idempotency)."""
 
-    def mark_applied(
-        self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()
-    ) -> None:
+    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
         """Remember `keys` as applied on `route`, and record `links` (as `link` does), in one
         transaction: a batch costs one durable commit, and its links and markers land together."""
 

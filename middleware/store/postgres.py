@@ -49,9 +49,7 @@ _DDL = [
     )""",
 ]
 
-_UNLINK_TARGET = (
-    "DELETE FROM xref WHERE src_system = %s AND dst_system = %s AND dst_entity = %s AND dst_id = %s"
-)
+_UNLINK_TARGET = "DELETE FROM xref WHERE src_system = %s AND dst_system = %s AND dst_entity = %s AND dst_id = %s"
 _UPSERT_LINK = (
     "INSERT INTO xref (src_system, src_entity, src_id, dst_system, dst_entity, dst_id) "
     "VALUES (%s, %s, %s, %s, %s, %s) "
@@ -101,9 +99,7 @@ class PostgresStore:
             conn = psycopg.connect(self._conninfo, autocommit=False)
         except psycopg.OperationalError as exc:
             # libpq messages do not contain the password, but name the store without it anyway.
-            raise psycopg.OperationalError(
-                f"cannot connect to state store {redact(self.url)}: {exc}"
-            ) from None
+            raise psycopg.OperationalError(f"cannot connect to state store {redact(self.url)}: {exc}") from None
         if self.schema:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             conn.commit()
@@ -202,9 +198,7 @@ class PostgresStore:
 
         return self._run(work)
 
-    def mark_applied(
-        self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()
-    ) -> None:
+    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
         if not keys and not links:
             return
         # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.

@@ -148,17 +148,13 @@ class SqliteStore:
                 found.update(row[0] for row in rows)
         return found
 
-    def mark_applied(
-        self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()
-    ) -> None:
+    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
         if not keys and not links:
             return
         with self._write() as conn:
             for a, b in links:
                 _link(conn, a, b)
-            conn.executemany(
-                "INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys)
-            )
+            conn.executemany("INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys))
 
     def close(self) -> None:
         with self._lock:

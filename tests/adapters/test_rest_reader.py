@@ -79,9 +79,7 @@ def paged(seen: Seen) -> Answer:
 def test_page_pagination_reads_every_page_until_a_short_one(stub_server) -> None:
     server = stub_server(paged)
     pagination = {"type": "page", "page_param": "page", "size_param": "page_size", "page_size": 5, "start": 1}
-    pages = read_all(
-        rest(server.url, {**BASIC_READ, "records_path": "result.items", "pagination": pagination})
-    )
+    pages = read_all(rest(server.url, {**BASIC_READ, "records_path": "result.items", "pagination": pagination}))
     assert [r.record_id for p in pages for r in p.records] == [str(r["id"]) for r in RECORDS]
     assert [s.query["page"] for s in server.seen] == ["1", "2", "3", "4", "5"]
 
@@ -159,9 +157,7 @@ def test_source_records_carry_id_version_and_aware_occurred_at(stub_server) -> N
 
 def test_since_param_carries_the_watermark_normalized_to_utc(stub_server) -> None:
     server = stub_server(lambda seen: Answer(body=RECORDS[-2:]))
-    pages = read_all(
-        rest(server.url, {**BASIC_READ, "since_param": "changed_since"}), "2026-01-01T08:10:00+08:00"
-    )
+    pages = read_all(rest(server.url, {**BASIC_READ, "since_param": "changed_since"}), "2026-01-01T08:10:00+08:00")
     assert server.seen[0].query["changed_since"] == "2026-01-01T00:10:00+00:00"
     assert pages[0].watermark == datetime.fromisoformat(RECORDS[-1]["updated"]).isoformat()
 
@@ -207,9 +203,7 @@ def test_rate_limit_that_does_not_end_raises_transient_with_retry_after(stub_ser
     assert len(server.seen) == 3
 
 
-@pytest.mark.parametrize(
-    ("status", "error"), [(500, TransientError), (503, TransientError), (404, PermanentError)]
-)
+@pytest.mark.parametrize(("status", "error"), [(500, TransientError), (503, TransientError), (404, PermanentError)])
 def test_read_failures_are_classified(stub_server, status, error) -> None:
     server = stub_server(lambda seen: Answer(status, {"error": "nope"}))
     with pytest.raises(error):
@@ -273,9 +267,7 @@ def test_a_record_changing_during_a_paged_read_does_not_hide_another(crm) -> Non
     crm.upsert_customer({"customer_no": first.records[0].record_id, "tier": "gold"})  # jumps to the end
     ids = [r.record_id for r in first.records] + [r.record_id for p in pages for r in p.records]
     assert set(ids) == {f"C-{1001 + i}" for i in range(30)}
-    assert (
-        ids.count(first.records[0].record_id) == 2 and len(ids) == 31
-    )  # old and new version, no other repeat
+    assert ids.count(first.records[0].record_id) == 2 and len(ids) == 31  # old and new version, no other repeat
 
 
 def test_offset_paging_of_the_erp_status_feed_sees_every_order_while_statuses_advance(erp) -> None:

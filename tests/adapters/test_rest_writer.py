@@ -101,9 +101,7 @@ def test_connection_refused_is_transient(closed_port) -> None:
 
 
 def test_secrets_never_appear_in_errors(stub_server) -> None:
-    server = stub_server(
-        lambda seen: Answer(400, {"error": "bad", "echo": seen.headers.get("authorization")})
-    )
+    server = stub_server(lambda seen: Answer(400, {"error": "bad", "echo": seen.headers.get("authorization")}))
     adapter = writer_for(server.url, UPSERT, auth={"type": "bearer", "token": "s3cr3t-token"})
     (result,) = adapter.writer().write_batch([request()])
     assert result.outcome == "permanent" and "s3cr3t-token" not in result.error and "***" in result.error
@@ -124,9 +122,7 @@ def test_upsert_fills_placeholders_url_quoted_and_drops_url_only_fields(stub_ser
 def test_missing_placeholder_field_is_permanent_and_sends_nothing(stub_server) -> None:
     server = stub_server(lambda seen: Answer(200, {}))
     adapter = writer_for(server.url, UPSERT)
-    (result,) = adapter.writer().write_batch(
-        [WriteRequest(entity="thing", record={"name": "no key"}, key="k")]
-    )
+    (result,) = adapter.writer().write_batch([WriteRequest(entity="thing", record={"name": "no key"}, key="k")])
     assert result.outcome == "permanent" and "'no'" in result.error and server.seen == []
 
 
@@ -240,9 +236,7 @@ def test_decimal_amounts_reach_the_sample_erp_exactly(erp) -> None:
         "external_ref": "SO-5001",
         "order_date": date(2026, 11, 24),
         "currency": "EUR",
-        "lines": [
-            {"line_no": 1, "item": "WIDGET-1", "quantity": Decimal("2"), "unit_price": Decimal("19.90")}
-        ],
+        "lines": [{"line_no": 1, "item": "WIDGET-1", "quantity": Decimal("2"), "unit_price": Decimal("19.90")}],
     }
     (created,) = adapter.writer().write_batch(
         [WriteRequest(entity="sales_order", record=order, key="crm:order:SO-5001@1")]

@@ -128,13 +128,9 @@ def test_api_needs_the_bearer_token_but_admin_does_not(crm) -> None:
 
 
 def test_admin_endpoints_seed_and_upsert_over_http(crm) -> None:
-    seeded = requests.post(
-        crm.url + "/admin/seed", json={"customers": 4, "orders_per_customer": 1}, timeout=5
-    )
+    seeded = requests.post(crm.url + "/admin/seed", json={"customers": 4, "orders_per_customer": 1}, timeout=5)
     assert seeded.status_code == 200 and seeded.json()["customers"] == 4
-    changed = requests.post(
-        crm.url + "/admin/customers", json={"customer_no": "C-1001", "tier": "bronze"}, timeout=5
-    )
+    changed = requests.post(crm.url + "/admin/customers", json={"customer_no": "C-1001", "tier": "bronze"}, timeout=5)
     assert changed.json()["version"] == 2
     state = requests.get(crm.url + "/admin/state", timeout=5).json()
     assert (state["customers"], state["orders"]) == (4, 3)

@@ -86,10 +86,7 @@ def test_sales_order_needs_a_known_account(erp) -> None:
 
 
 def test_sales_order_is_created_new_with_exact_decimals(erp) -> None:
-    raw = (
-        b'{"account_id": "%s", "lines": [{"item": "W", "quantity": 2, "unit_price": 19.90}]}'
-        % account(erp).encode()
-    )
+    raw = b'{"account_id": "%s", "lines": [{"item": "W", "quantity": 2, "unit_price": 19.90}]}' % account(erp).encode()
     response = requests.post(erp.url + "/api/sales-orders", data=raw, timeout=5)
     assert response.status_code == 201
     assert response.json()["id"] == "SO00001" and response.json()["status"] == "NEW"
@@ -106,9 +103,7 @@ def test_sales_order_with_a_non_numeric_quantity_is_400(erp) -> None:
 
 def test_sales_orders_are_updated_with_put_but_keep_their_status(erp) -> None:
     sales_order(erp, account(erp), "SO-1")
-    response = requests.put(
-        f"{erp.url}/api/sales-orders/SO00001", json={"currency": "USD", "status": "INV"}, timeout=5
-    )
+    response = requests.put(f"{erp.url}/api/sales-orders/SO00001", json={"currency": "USD", "status": "INV"}, timeout=5)
     assert response.status_code == 200
     assert response.json()["currency"] == "USD" and response.json()["status"] == "NEW"
 

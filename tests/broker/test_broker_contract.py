@@ -128,8 +128,9 @@ def test_publish_routes_by_topic_pattern(kit: BrokerKit, broker: Broker) -> None
     keys = ["customer.created", "customer.address.changed", "sales_order.created", "sales_order.updated"]
     broker.publish([message(key) for key in keys])
 
-    got = {queue: collect(broker, queue, expected) for queue, expected in ((customers, 1), (everything, 4),
-                                                                            (created, 1))}
+    got = {
+        queue: collect(broker, queue, expected) for queue, expected in ((customers, 1), (everything, 4), (created, 1))
+    }
     assert [d.routing_key for d in got[customers]] == ["customer.created"]
     assert sorted(d.routing_key for d in got[everything]) == sorted(keys)
     assert [d.routing_key for d in got[created]] == ["sales_order.created"]

@@ -122,8 +122,9 @@ def test_exchange_sends_unmatched_messages_to_its_alternate_exchange(
     broker: RabbitMqBroker, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel]
 ) -> None:
     exchange, _ = names
-    raw_channel().exchange_declare(exchange, "topic", durable=True,
-                                   arguments={"alternate-exchange": exchange + ".unrouted"})
+    raw_channel().exchange_declare(
+        exchange, "topic", durable=True, arguments={"alternate-exchange": exchange + ".unrouted"}
+    )
     with pytest.raises(pika.exceptions.ChannelClosedByBroker):
         raw_channel().exchange_declare(exchange, "topic", durable=True)
 

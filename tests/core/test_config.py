@@ -94,8 +94,10 @@ def test_unknown_key_suggests_the_nearest_name(tmp_path: Path, monkeypatch: pyte
 
 def test_every_problem_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_TOKEN", "x")
-    text = good_text().replace("system: erp, entity: account", "system: erpp, entity: account").replace(
-        "entity: customer, emits", "entity: customers, emits"
+    text = (
+        good_text()
+        .replace("system: erp, entity: account", "system: erpp, entity: account")
+        .replace("entity: customer, emits", "entity: customers, emits")
     )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))

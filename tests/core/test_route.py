@@ -93,9 +93,7 @@ def envelope(record_id: str, version: str = "1", **payload: Any) -> Envelope:
 
 
 def publish(broker: Broker, *envelopes: Envelope) -> None:
-    broker.publish(
-        [OutgoingMessage(e.type, e.to_bytes(), message_id=str(e.message_id)) for e in envelopes]
-    )
+    broker.publish([OutgoingMessage(e.type, e.to_bytes(), message_id=str(e.message_id)) for e in envelopes])
 
 
 def run_once(processor: RouteProcessor, broker: Broker) -> Any:

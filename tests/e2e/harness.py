@@ -34,8 +34,7 @@ def write_config(
     config["broker"] = broker
     config["store"] = f"sqlite:///{directory}/state.db"
     config["mappings"] = [str(REPO / "mappings")]
-    config["observability"] = {"port": 0, "log_format": "json", "log_level": "warning",
-                               "depth_sample_interval_s": 0.5}
+    config["observability"] = {"port": 0, "log_format": "json", "log_level": "warning", "depth_sample_interval_s": 0.5}
     if routes is not None:
         config["routes"] = [r for r in config["routes"] if r["name"] in routes]
     if sources is not None:

@@ -51,7 +51,7 @@ def broker_setup(request: pytest.FixtureRequest, tmp_path: Path, unique_name: st
     exchange = f"isthmus_{unique_name}"
     suffix = f"_{unique_name}"
     yield f"{amqp_url}?exchange={exchange}", suffix
-    delete_rabbit_queues(amqp_url, [r + suffix for r in ROUTES] + [f"isthmus.unrouted"], exchange)
+    delete_rabbit_queues(amqp_url, [r + suffix for r in ROUTES] + ["isthmus.unrouted"], exchange)
 
 
 @pytest.fixture
@@ -84,9 +84,11 @@ def test_customers_orders_and_status_sync_exactly_once(
     worker = Worker(config, serve_health=False).start()
     try:
         wait_until(
-            lambda: set(_erp_refs(erp, "accounts")) == good_customers
-            and set(_erp_refs(erp, "orders")) == won_orders
-            and _invoiced(crm) == won_orders,
+            lambda: (
+                set(_erp_refs(erp, "accounts")) == good_customers
+                and set(_erp_refs(erp, "orders")) == won_orders
+                and _invoiced(crm) == won_orders
+            ),
             timeout_s=90,
             what="customers, won orders and invoiced statuses to flow",
         )
@@ -148,7 +150,9 @@ def test_customers_orders_and_status_sync_exactly_once(
 def test_dead_letter_replayed_after_fix_is_applied(crm: SampleCrm, erp: SampleErp, tmp_path: Path) -> None:
     """An operator fixes the cause (here: the ERP stops refusing) and replays the dead letter."""
     config_path = write_config(
-        tmp_path, broker=f"embedded:///{tmp_path}/broker.db", routes=["customers_crm_to_erp"],
+        tmp_path,
+        broker=f"embedded:///{tmp_path}/broker.db",
+        routes=["customers_crm_to_erp"],
         sources=["crm_customers"],
     )
     crm.seed(customers=1, orders_per_customer=0, with_bad_records=False)

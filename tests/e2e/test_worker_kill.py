@@ -67,8 +67,10 @@ def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
             worker = _start_worker(config, crm, erp, log)
         wait_until(lambda: erp.state(with_effects=False)["accounts"] >= CUSTOMERS, 90, "every customer")
         wait_until(
-            lambda: {a["account_name"] for a in erp.accounts.values()}
-            >= {f"Changed While Down {k}" for k in range(1, kills + 1)},
+            lambda: (
+                {a["account_name"] for a in erp.accounts.values()}
+                >= {f"Changed While Down {k}" for k in range(1, kills + 1)}
+            ),
             30,
             "changes made while the worker was down",
         )

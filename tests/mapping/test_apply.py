@@ -33,14 +33,18 @@ def test_short_form_reads_dotted_paths_and_list_indexes() -> None:
 def test_missing_source_values_read_as_none_without_error() -> None:
     m = mapping("  a: x\n  city: billing.city\n  sku: lines.3.sku\n  deep: a.b.c\n")
     assert m.apply({"billing": "not an object", "lines": [], "a": {"b": [1]}}) == {
-        "a": None, "city": None, "sku": None, "deep": None,
+        "a": None,
+        "city": None,
+        "sku": None,
+        "deep": None,
     }
 
 
 def test_dotted_target_paths_build_nested_objects() -> None:
     m = mapping("  address.city: c\n  address.geo.lat: lat\n  name: n\n")
     assert m.apply({"c": "Berlin", "lat": 52.5, "n": "x"}) == {
-        "address": {"city": "Berlin", "geo": {"lat": 52.5}}, "name": "x",
+        "address": {"city": "Berlin", "geo": {"lat": 52.5}},
+        "name": "x",
     }
 
 
@@ -50,7 +54,8 @@ def test_const_and_index_fields() -> None:
         "  lines:\n    each: items\n    fields:\n      n: {index: 1}\n      zero: {index: 0}\n      sku: sku\n"
     )
     assert m.apply({"items": [{"sku": "A"}, {"sku": "B"}]}) == {
-        "kind": "billing", "empty": None,
+        "kind": "billing",
+        "empty": None,
         "lines": [{"n": 1, "zero": 0, "sku": "A"}, {"n": 2, "zero": 1, "sku": "B"}],
     }
 
@@ -85,8 +90,10 @@ def test_each_over_a_list_of_plain_values_reads_the_item_with_dot() -> None:
 
 
 def test_list_of_item_blocks_builds_a_target_list_from_one_record() -> None:
-    m = mapping("  addresses:\n    - kind: {const: billing}\n      city: bill.city\n    - kind: {const: shipping}\n"
-                "      city: ship.city\n")
+    m = mapping(
+        "  addresses:\n    - kind: {const: billing}\n      city: bill.city\n    - kind: {const: shipping}\n"
+        "      city: ship.city\n"
+    )
     assert m.apply({"bill": {"city": "A"}, "ship": {"city": "B"}}) == {
         "addresses": [{"kind": "billing", "city": "A"}, {"kind": "shipping", "city": "B"}],
     }
@@ -108,13 +115,17 @@ def test_value_map_without_otherwise_fails_on_unknown_value_naming_it() -> None:
 
 
 def test_value_map_matches_booleans_and_numbers_by_their_text() -> None:
-    m = mapping('  blocked: {from: active, values: {"true": false, "false": true}}\n  code: {from: n, values: {"1": one}}\n')
+    m = mapping(
+        '  blocked: {from: active, values: {"true": false, "false": true}}\n  code: {from: n, values: {"1": one}}\n'
+    )
     assert m.apply({"active": True, "n": 1}) == {"blocked": False, "code": "one"}
     assert m.apply({"active": False, "n": "1"}) == {"blocked": True, "code": "one"}
 
 
 def test_default_replaces_missing_null_and_empty_results() -> None:
-    m = mapping("  a: {from: a, default: x}\n  b: {from: b, transform: trim, default: null}\n  c: {from: c, default: 0}\n")
+    m = mapping(
+        "  a: {from: a, default: x}\n  b: {from: b, transform: trim, default: null}\n  c: {from: c, default: 0}\n"
+    )
     assert m.apply({"b": "   ", "c": None}) == {"a": "x", "b": None, "c": 0}
     assert m.apply({"a": "given", "b": " v ", "c": 5}) == {"a": "given", "b": "v", "c": 5}
 
@@ -149,10 +160,14 @@ def test_mapping_when_false_skips_the_record() -> None:
 
 
 def test_error_in_one_field_is_reported_after_fast_path_with_field_and_value() -> None:
-    m = mapping('  a: {from: a, transform: upper}\n  q: {from: q, transform: "decimal(3)"}\n'
-                "  lines:\n    each: lines\n    fields:\n      qty: {from: qty, transform: \"decimal(3)\"}\n")
+    m = mapping(
+        '  a: {from: a, transform: upper}\n  q: {from: q, transform: "decimal(3)"}\n'
+        '  lines:\n    each: lines\n    fields:\n      qty: {from: qty, transform: "decimal(3)"}\n'
+    )
     assert m.apply({"a": "x", "q": "1", "lines": [{"qty": "2"}]}) == {
-        "a": "X", "q": Decimal("1.000"), "lines": [{"qty": Decimal("2.000")}],
+        "a": "X",
+        "q": Decimal("1.000"),
+        "lines": [{"qty": Decimal("2.000")}],
     }
     with pytest.raises(MappingError) as caught:
         m.apply({"a": "x", "q": "1", "lines": [{"qty": "2"}, {"qty": "abc"}]})
@@ -240,7 +255,12 @@ def test_apply_validated_returns_json_ready_canonical_output() -> None:
     assert raw["updated_at"] == datetime(2026, 11, 24, 2, tzinfo=UTC)
     out = m.apply_validated({"number": "C-1", "name": " A ", "limit": "10.5", "at": "2026-11-24T10:00:00+08:00"})
     assert out == {
-        "customer_id": "C-1", "name": "A", "credit_limit": "10.50", "active": True, "addresses": [], "contacts": [],
+        "customer_id": "C-1",
+        "name": "A",
+        "credit_limit": "10.50",
+        "active": True,
+        "addresses": [],
+        "contacts": [],
         "updated_at": "2026-11-24T02:00:00Z",
     }
 
@@ -267,7 +287,10 @@ def test_chain_feeds_validated_canonical_output_into_the_next_mapping() -> None:
     chain = compose([first, second])
     record = {"number": "C-1", "name": " A ", "limit": "7", "at": "2026-11-24T10:00:00+08:00"}
     assert chain.apply_validated(record) == {
-        "account_name": "A", "limit": "7.00", "at": "2026-11-24T02:00:00Z", "active": True,
+        "account_name": "A",
+        "limit": "7.00",
+        "at": "2026-11-24T02:00:00Z",
+        "active": True,
     }
     assert preview(chain, record) == chain.apply_validated(record)
 

@@ -46,10 +46,19 @@ def test_text_transforms_accept_numbers_as_text() -> None:
 def test_none_passes_through_every_transform_but_default_required_and_count() -> None:
     passing = [name for name in TRANSFORMS if name not in ("default", "required", "count", "xref")]
     samples = {
-        "prefix": "prefix(a)", "suffix": "suffix(a)", "replace": "replace(a, b)", "decimal": "decimal(2)",
-        "round": "round(1)", "date": "date", "datetime": "datetime", "to_tz": "to_tz(UTC)",
-        "format_date": "format_date('%Y')", "format_datetime": "format_datetime('%Y')", "join": "join(',')",
-        "split": "split(',')", "regex": "regex('a')",
+        "prefix": "prefix(a)",
+        "suffix": "suffix(a)",
+        "replace": "replace(a, b)",
+        "decimal": "decimal(2)",
+        "round": "round(1)",
+        "date": "date",
+        "datetime": "datetime",
+        "to_tz": "to_tz(UTC)",
+        "format_date": "format_date('%Y')",
+        "format_datetime": "format_datetime('%Y')",
+        "join": "join(',')",
+        "split": "split(',')",
+        "regex": "regex('a')",
     }
     for name in passing:
         assert run(samples.get(name, name), None) is None, name
@@ -175,7 +184,7 @@ def test_default_and_required_transforms() -> None:
 
 
 def test_pipeline_parser_reads_quotes_numbers_and_words() -> None:
-    steps = parse_pipeline("a | b('x, y', \"q\\\"\", -3, 2.5, Europe/Berlin)")
+    steps = parse_pipeline('a | b(\'x, y\', "q\\"", -3, 2.5, Europe/Berlin)')
     assert [s.name for s in steps] == ["a", "b"]
     assert [a.value for a in steps[1].args] == ["x, y", 'q"', -3, Decimal("2.5"), "Europe/Berlin"]
 

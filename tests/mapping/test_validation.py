@@ -67,8 +67,10 @@ def test_unknown_nested_target_field_hints_names_of_that_level(tmp_path: Path) -
     problem = only(problems_of(tmp_path, text))
     assert problem.message == "Address has no field 'zip'"
     at(problem, tmp_path / "m.yaml", 9, 7)
-    text = "mapping: m\nsource: a.b\ntarget: SalesOrder\nfields:\n  order_id: a\n  customer_id: b\n" \
+    text = (
+        "mapping: m\nsource: a.b\ntarget: SalesOrder\nfields:\n  order_id: a\n  customer_id: b\n"
         "  order_date: c\n  currency: d\n  shipping_address.cty: e\n"
+    )
     problem = only(problems_of(tmp_path, text))
     assert problem.message == "Address has no field 'cty'"
     assert "'city'" in problem.hint
@@ -76,8 +78,10 @@ def test_unknown_nested_target_field_hints_names_of_that_level(tmp_path: Path) -
 
 
 def test_unknown_source_path_of_a_canonical_source_is_reported(tmp_path: Path) -> None:
-    text = "mapping: m\nsource: Customer\ntarget: erp.account\nfields:\n  a: name\n  b: {from: adresses.0.city}\n" \
+    text = (
+        "mapping: m\nsource: Customer\ntarget: erp.account\nfields:\n  a: name\n  b: {from: adresses.0.city}\n"
         "  c: addresses.0.cty\n"
+    )
     problems = problems_of(tmp_path, text)
     assert len(problems) == 2
     assert problems[0].message == "Customer has no field 'adresses' (source path 'adresses.0.city')"
@@ -88,8 +92,10 @@ def test_unknown_source_path_of_a_canonical_source_is_reported(tmp_path: Path) -
 
 
 def test_required_canonical_target_fields_not_mapped_are_errors(tmp_path: Path) -> None:
-    text = "mapping: m\nsource: a.b\ntarget: SalesOrder\nfields:\n  order_id: a\n  customer_id: b\n" \
+    text = (
+        "mapping: m\nsource: a.b\ntarget: SalesOrder\nfields:\n  order_id: a\n  customer_id: b\n"
         "  lines:\n    each: items\n    fields:\n      sku: sku\n      quantity: q\n"
+    )
     problems = problems_of(tmp_path, text)
     found = sorted((p.location.line if p.location else 0, p.message) for p in problems)
     assert found == [
@@ -121,8 +127,10 @@ def test_wrong_transform_arity_and_argument_type(tmp_path: Path) -> None:
 
 
 def test_bad_regex_in_transform_and_condition(tmp_path: Path) -> None:
-    text = HEAD + "  email: {from: email, transform: \"regex('([a-z')\"}\n" \
+    text = (
+        HEAD + "  email: {from: email, transform: \"regex('([a-z')\"}\n"
         "  tier: {from: tier, when: {field: tier, matches: '(['}}\n"
+    )
     problems = problems_of(tmp_path, text)
     assert len(problems) == 2
     assert "bad regular expression" in problems[0].message
@@ -159,7 +167,9 @@ def test_each_without_fields_and_fields_without_each(tmp_path: Path) -> None:
 
 
 def test_bad_time_zone_name(tmp_path: Path) -> None:
-    problem = only(problems_of(tmp_path, HEAD + '  updated_at: {from: u, transform: "datetime | to_tz(Europe/Berln)"}\n'))
+    problem = only(
+        problems_of(tmp_path, HEAD + '  updated_at: {from: u, transform: "datetime | to_tz(Europe/Berln)"}\n')
+    )
     assert "unknown time zone 'Europe/Berln'" in problem.message
     at(problem, tmp_path / "m.yaml", 7, 36)
 
@@ -187,8 +197,10 @@ def test_unknown_entity_name_for_source_or_target(tmp_path: Path) -> None:
 
 
 def test_example_shape_is_checked(tmp_path: Path) -> None:
-    text = HEAD + "examples:\n  - name: no outcome\n    input: {company: x}\n  - name: bad key\n    input: {}\n" \
+    text = (
+        HEAD + "examples:\n  - name: no outcome\n    input: {company: x}\n  - name: bad key\n    input: {}\n"
         "    expect: {}\n"
+    )
     problems = problems_of(tmp_path, text)
     assert len(problems) == 2
     assert "exactly one of expected:, skipped: true or error:" in problems[0].message
@@ -199,8 +211,10 @@ def test_example_shape_is_checked(tmp_path: Path) -> None:
 
 
 def test_example_input_of_a_canonical_source_is_validated(tmp_path: Path) -> None:
-    text = "mapping: m\nsource: Customer\ntarget: x.y\nfields:\n  a: name\nexamples:\n" \
+    text = (
+        "mapping: m\nsource: Customer\ntarget: x.y\nfields:\n  a: name\nexamples:\n"
         "  - name: typo\n    input: {customer_id: C-1, name: A, nmae: B}\n    expected: {a: A}\n"
+    )
     problem = only(problems_of(tmp_path, text))
     assert "example input is not a valid Customer: unknown key 'nmae'" in problem.message
     at(problem, tmp_path / "m.yaml", 8, 40)
@@ -220,7 +234,9 @@ def test_all_errors_are_reported_not_just_the_first(tmp_path: Path) -> None:
 
 
 def test_problems_of_a_broken_top_level_still_include_field_problems(tmp_path: Path) -> None:
-    text = "mapping: Bad-Id\nsource: crm.customer\ntarget: Customer\nfields:\n  customer_id: no_\n  name: x\n  nmae: y\n"
+    text = (
+        "mapping: Bad-Id\nsource: crm.customer\ntarget: Customer\nfields:\n  customer_id: no_\n  name: x\n  nmae: y\n"
+    )
     problems = problems_of(tmp_path, text)
     assert [p.location.line for p in problems if p.location] == [1, 7]
 
@@ -245,7 +261,9 @@ def test_every_file_in_a_folder_is_checked_and_load_raises_with_all(tmp_path: Pa
     (tmp_path / "notes.txt").write_text("not a mapping")
     mapping_set, problems = validate_mappings([tmp_path, tmp_path / "missing.yaml"])
     assert sorted(Path(p.location.file).name for p in problems if p.location) == [
-        "missing.yaml", "one.yaml", "two.yaml",
+        "missing.yaml",
+        "one.yaml",
+        "two.yaml",
     ]
     assert list(mapping_set) == ["ok"]
     with pytest.raises(ConfigError) as caught:
@@ -254,8 +272,9 @@ def test_every_file_in_a_folder_is_checked_and_load_raises_with_all(tmp_path: Pa
 
 
 def test_chain_of_unknown_or_mismatched_ids_is_reported_by_the_set(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text("mapping: a\nsource: x.in\ntarget: Customer\nfields:\n  customer_id: i\n"
-                                     "  name: n\n")
+    (tmp_path / "a.yaml").write_text(
+        "mapping: a\nsource: x.in\ntarget: Customer\nfields:\n  customer_id: i\n  name: n\n"
+    )
     (tmp_path / "b.yaml").write_text("mapping: b\nsource: SalesOrder\ntarget: y.out\nfields:\n  o: order_id\n")
     mappings = load_mappings([tmp_path])
     problems = mappings.chain_problems(["a", "b"])

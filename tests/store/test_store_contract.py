@@ -260,9 +260,7 @@ def test_postgres_stores_starting_together_all_succeed(pg_schema_url: str) -> No
 
 
 @pytest.mark.postgres
-def test_postgres_store_reconnects_after_the_connection_is_killed(
-    pg_schema_url: str, postgres_url: str
-) -> None:
+def test_postgres_store_reconnects_after_the_connection_is_killed(pg_schema_url: str, postgres_url: str) -> None:
     store = PostgresStore(pg_schema_url)
     try:
         store.set_watermark("w", "1")
@@ -298,9 +296,7 @@ def test_relative_sqlite_url_is_under_base_dir(tmp_path: Path) -> None:
         store.close()
 
 
-def test_relative_sqlite_url_without_base_dir_is_under_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_sqlite_url_without_base_dir_is_under_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     store = open_store("sqlite://rel/state.db")
     try:
