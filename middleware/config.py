@@ -116,6 +116,20 @@ class IsthmusConfig(Strict):
     webhooks: WebhooksConfig | None = None
     routes: list[RouteConfig] = Field(default_factory=list)
 
+    @field_validator("broker")
+    @classmethod
+    def _known_broker_scheme(cls, url: str) -> str:
+        if not url.startswith(("embedded://", "amqp://", "amqps://")):
+            raise ValueError("use embedded://PATH (no server) or amqp://USER:PASS@HOST:PORT/VHOST (RabbitMQ)")
+        return url
+
+    @field_validator("store")
+    @classmethod
+    def _known_store_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite://PATH (default) or postgresql://USER@HOST:PORT/DB")
+        return url
+
 
 class LoadedConfig:
     """A validated configuration plus what was derived from it at load time."""

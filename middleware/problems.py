@@ -7,6 +7,7 @@ Shared by the config loader and the mapping loader so that every YAML error read
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ValidationError
@@ -56,9 +57,9 @@ def problems_from_validation(
             hint = f"add '{loc[-1]}:' here" if loc else ""
             problems.append(Problem("required key is missing", doc.locate(path[:-1]), render_path(path), hint))
             continue
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], dict | list):
-            message += f" (got {err['input']!r})"
+            message += f" (got {_without_credentials(repr(err['input']))})"
         problems.append(Problem(message, doc.locate(path), render_path(path), hint))
     return problems
 
@@ -95,3 +96,11 @@ def _first_model(annotation: object, typing: object) -> object:
         if found is not None:
             return found
     return None
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s']*):[^/@\s']*@")
+
+
+def _without_credentials(text: str) -> str:
+    """Mask `user:password@` in URLs: a config error must never print a password."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

@@ -141,3 +141,13 @@ def test_demo_config_is_valid() -> None:
         "orders_crm_to_erp",
         "order_status_erp_to_crm",
     }
+
+
+def test_unknown_broker_or_store_scheme_fails_at_load_without_showing_a_password(tmp_path: Path) -> None:
+    path = write(tmp_path, "broker: mysql://app:hunter22@db/x\nstore: redis://cache\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_mappings=False)
+    rendered = str(info.value)
+    assert f"{path}:1:" in rendered and "use embedded://PATH" in rendered
+    assert f"{path}:2:" in rendered and "use sqlite://PATH" in rendered
+    assert "hunter22" not in rendered and "app:***@db" in rendered
