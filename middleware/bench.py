@@ -178,7 +178,7 @@ systems:
   erp:
     type: rest
     base_url: {erp_url}
-    concurrency: 16
+    concurrency: 8
     max_connections: 32
     entities:
       account:

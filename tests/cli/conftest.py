@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_runner import RunIsthmus, run_isthmus
+from tests.cli.cli_runner import Run, RunIsthmus, run_in_process, run_isthmus
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,14 @@ def isthmus(tmp_path_factory: pytest.TempPathFactory) -> RunIsthmus:
     Session-scoped so that module fixtures can run a command once and share its output.
     """
     return partial(run_isthmus, tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> RunIsthmus:
+    """`cli(*args)` → Run of `middleware.cli.main(args)` in this process (see run_in_process)."""
+
+    def run(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> Run:
+        assert cwd is None, "in-process runs share the test's working folder"
+        return run_in_process(capsys, *args)
+
+    return run

@@ -1,4 +1,7 @@
-"""`isthmus schema`: JSON Schemas of the envelope and every canonical entity, printed or written."""
+"""`isthmus schema`: JSON Schemas of the envelope and every canonical entity, printed or written.
+
+The full listing runs the console script; the rest run in-process (`cli`) to stay fast.
+"""
 
 from __future__ import annotations
 
@@ -26,15 +29,15 @@ def test_prints_every_promised_schema(isthmus: RunIsthmus) -> None:
     assert {"message_id", "type", "source", "payload"} <= set(schemas["Envelope"]["properties"])
 
 
-def test_one_schema_by_name(isthmus: RunIsthmus) -> None:
-    run = isthmus("schema", "SalesOrder")
+def test_one_schema_by_name(cli: RunIsthmus) -> None:
+    run = cli("schema", "SalesOrder")
     assert run.code == 0, run.output
     assert _is_object_schema(json.loads(run.out), "SalesOrder")
 
 
-def test_out_writes_one_file_per_schema(isthmus: RunIsthmus, tmp_path: Path) -> None:
+def test_out_writes_one_file_per_schema(cli: RunIsthmus, tmp_path: Path) -> None:
     out = tmp_path / "schemas"
-    run = isthmus("schema", "--out", out)
+    run = cli("schema", "--out", out)
     assert run.code == 0, run.output
     for name in PROMISED:
         path = out / f"{name}.schema.json"
@@ -42,17 +45,17 @@ def test_out_writes_one_file_per_schema(isthmus: RunIsthmus, tmp_path: Path) -> 
         assert _is_object_schema(json.loads(path.read_text()), name)
 
 
-def test_unknown_name_suggests_the_nearest(isthmus: RunIsthmus) -> None:
-    run = isthmus("schema", "Custmer")
+def test_unknown_name_suggests_the_nearest(cli: RunIsthmus) -> None:
+    run = cli("schema", "Custmer")
     run.assert_no_traceback()
     assert run.code == 2
     assert "no schema named 'Custmer'" in run.err and "did you mean 'Customer'?" in run.err
 
 
-def test_out_naming_a_file_is_an_error_not_a_traceback(isthmus: RunIsthmus, tmp_path: Path) -> None:
+def test_out_naming_a_file_is_an_error_not_a_traceback(cli: RunIsthmus, tmp_path: Path) -> None:
     taken = tmp_path / "notes.txt"
     taken.write_text("keep me")
-    run = isthmus("schema", "--out", taken)
+    run = cli("schema", "--out", taken)
     run.assert_no_traceback()
     assert run.code == 2
     assert "is a file" in run.err

@@ -81,5 +81,6 @@ def delete_rabbit_queues(amqp_url: str, names: list[str], exchange: str | None =
                 channel.queue_delete(queue)
         if exchange:
             channel.exchange_delete(exchange)
+            channel.exchange_delete(f"{exchange}.unrouted")  # the alternate exchange the broker declares
     finally:
         connection.close()
