@@ -143,7 +143,8 @@ def _xref_missing_hint(exc: XrefMissingError) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from middleware.mapping_runtime import preview_chain
+    from middleware.mapping import preview
+    from middleware.mapping_runtime import resolve_chain
 
     sample_path = Path(args.sample)
     try:
@@ -156,11 +157,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return 2
     xrefs = _parse_xrefs(args.xref)
     records = sample if isinstance(sample, list) else [sample]
-    paths = _mapping_paths(args)
+    mapping = resolve_chain(_mapping_paths(args), args.mapping.split(","))  # compiled once, not per record
     try:
-        outputs = [preview_chain(paths, args.mapping.split(","), record, xrefs) for record in records]
+        outputs = [preview(mapping, record, xrefs) for record in records]
     except XrefMissingError as exc:
-        message = str(exc).replace(" yet (it may not be synced yet; retrying)", "")
+        # The worker's wording promises a retry; preview never retries, so that part goes.
+        message = re.sub(r"\s*\([^()]*retry[^()]*\)\s*$", "", str(exc))
         print(f"error: {message}\n    hint: {_xref_missing_hint(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(outputs if isinstance(sample, list) else outputs[0], indent=2, ensure_ascii=False))

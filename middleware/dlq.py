@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +125,21 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
     # route's idempotency key absorbs), never a lost message.
     target = found[0].headers.get(H_ORIGINAL_QUEUE, route)
     broker.send(target, messages)
-    broker.take(queue, [m.message_id for m in messages])
+    taken = broker.take(queue, [m.message_id for m in messages])
+    # A running worker may have failed a replayed message again and dead-lettered it (same id)
+    # before the take: `take` removes it too. Rows beyond those seen above are such new dead
+    # letters (queues are FIFO, so they come last); they go back, or they would be lost.
+    seen = Counter(d.message_id for d in found)
+    again: list[OutgoingMessage] = []
+    for delivery in taken:
+        if seen[delivery.message_id] > 0:
+            seen[delivery.message_id] -= 1
+        else:
+            again.append(
+                OutgoingMessage(delivery.routing_key, delivery.body, dict(delivery.headers), delivery.message_id)
+            )
+    if again:
+        broker.send(queue, again)
     return len(messages)
 
 

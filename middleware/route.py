@@ -68,6 +68,17 @@ class BatchOutcome:
     dead_lettered: int = 0
     lags: list[float] = field(default_factory=list)
 
+    MAX_LAGS = 1_000_000  # a long-running total keeps at most this many lag samples
+
+    def add(self, other: BatchOutcome) -> None:
+        """Add a batch's outcome to a running total (the worker keeps one per route)."""
+        self.applied += other.applied
+        self.skipped += other.skipped
+        self.retried += other.retried
+        self.dead_lettered += other.dead_lettered
+        if len(self.lags) < self.MAX_LAGS:
+            self.lags.extend(other.lags)
+
 
 @dataclass
 class _Pending:

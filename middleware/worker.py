@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -32,23 +31,7 @@ from middleware.store.base import Store
 log = structlog.get_logger("isthmus.worker")
 
 
-@dataclass
-class RouteStats:
-    """Running totals per route (the demo prints them; metrics carry the same counts)."""
-
-    applied: int = 0
-    skipped: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    lags: list[float] = field(default_factory=list)
-
-    def add(self, outcome: BatchOutcome) -> None:
-        self.applied += outcome.applied
-        self.skipped += outcome.skipped
-        self.retried += outcome.retried
-        self.dead_lettered += outcome.dead_lettered
-        if len(self.lags) < 1_000_000:
-            self.lags.extend(outcome.lags)
+RouteStats = BatchOutcome  # running totals per route: the sum of its batches' outcomes
 
 
 class Worker:

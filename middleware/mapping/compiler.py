@@ -1015,36 +1015,27 @@ def _each_field(
     mapping: str,
     target: str,
 ) -> FieldFn:
+    def list_items(record: Any) -> list[Any]:
+        """The source list; missing reads as empty, anything but a list is a MappingError."""
+        items = get(record)
+        if type(items) is list:
+            return items
+        if items is None:
+            return []
+        if isinstance(items, list):
+            return items
+        raise MappingError(
+            f"each: expects a list, got {type(items).__name__} {show_value(items)}",
+            mapping=mapping,
+            field=target,
+        )
+
     if keep is None and len(index_keys) == 1:
         key, start = index_keys[0]
 
-        def list_items(record: Any) -> list[Any]:
-            items = get(record)
-            if type(items) is list:
-                return items
-            if items is None:
-                return []
-            if isinstance(items, list):
-                return items
-            raise MappingError(
-                f"each: expects a list, got {type(items).__name__} {show_value(items)}",
-                mapping=mapping,
-                field=target,
-            )
-
         def each_numbered(record: Any, ctx: Any) -> Any:
-            items = get(record)
-            if type(items) is not list:
-                if items is None:
-                    return []
-                if not isinstance(items, list):
-                    raise MappingError(
-                        f"each: expects a list, got {type(items).__name__} {show_value(items)}",
-                        mapping=mapping,
-                        field=target,
-                    )
             out = []
-            for position, item in enumerate(items, start):
+            for position, item in enumerate(list_items(record), start):
                 mapped = block(item, ctx)
                 mapped[key] = position
                 out.append(mapped)
@@ -1054,18 +1045,9 @@ def _each_field(
         return each_numbered
 
     def each(record: Any, ctx: Any) -> Any:
-        items = get(record)
-        if items is None:
-            return []
-        if not isinstance(items, list):
-            raise MappingError(
-                f"each: expects a list, got {type(items).__name__} {show_value(items)}",
-                mapping=mapping,
-                field=target,
-            )
         out = []
         position = 0
-        for item in items:
+        for item in list_items(record):
             if keep is not None and not keep(item):
                 continue
             mapped = block(item, ctx)

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from middleware.store.base import RecordRef
+from middleware.store.links import link_statements, write_link
 
 T = TypeVar("T")
 
@@ -49,13 +50,7 @@ _DDL = [
     )""",
 ]
 
-_UNLINK_TARGET = "DELETE FROM xref WHERE src_system = %s AND dst_system = %s AND dst_entity = %s AND dst_id = %s"
-_UPSERT_LINK = (
-    "INSERT INTO xref (src_system, src_entity, src_id, dst_system, dst_entity, dst_id) "
-    "VALUES (%s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (src_system, src_entity, src_id, dst_system) "
-    "DO UPDATE SET dst_entity = EXCLUDED.dst_entity, dst_id = EXCLUDED.dst_id"
-)
+_LINK_SQL = link_statements("%s")
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -155,7 +150,7 @@ class PostgresStore:
 
     # ----- xref -----------------------------------------------------------------------
     def link(self, a: RecordRef, b: RecordRef) -> None:
-        self._run(lambda conn: _link(conn, a, b))
+        self._run(lambda conn: write_link(conn, _LINK_SQL, a, b))
 
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         def work(conn: psycopg.Connection) -> tuple[str, str] | None:
@@ -207,7 +202,7 @@ class PostgresStore:
 
         def work(conn: psycopg.Connection) -> None:
             for a, b in ordered_links:
-                _link(conn, a, b)
+                write_link(conn, _LINK_SQL, a, b)
             if ordered:
                 conn.execute(
                     "INSERT INTO applied (route, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
@@ -225,11 +220,3 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"
-
-
-def _link(conn: psycopg.Connection, a: RecordRef, b: RecordRef) -> None:
-    """Both directions; a record linked anew drops its old partner's back-link."""
-    conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
-    conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
-    conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
-    conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from middleware.store.base import RecordRef
+from middleware.store.links import link_statements, write_link
 
 BUSY_TIMEOUT_MS = 30_000
 # Well under SQLITE_MAX_VARIABLE_NUMBER even on old builds (999), leaving room for `route`.
@@ -50,13 +51,7 @@ CREATE TABLE IF NOT EXISTS applied (
 
 # Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
-_UNLINK_TARGET = "DELETE FROM xref WHERE src_system = ? AND dst_system = ? AND dst_entity = ? AND dst_id = ?"
-_UPSERT_LINK = (
-    "INSERT INTO xref (src_system, src_entity, src_id, dst_system, dst_entity, dst_id) "
-    "VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (src_system, src_entity, src_id, dst_system) "
-    "DO UPDATE SET dst_entity = excluded.dst_entity, dst_id = excluded.dst_id"
-)
+_LINK_SQL = link_statements("?")
 
 
 class SqliteStore:
@@ -109,7 +104,7 @@ class SqliteStore:
     # ----- xref -----------------------------------------------------------------------
     def link(self, a: RecordRef, b: RecordRef) -> None:
         with self._write() as conn:
-            _link(conn, a, b)
+            write_link(conn, _LINK_SQL, a, b)
 
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         with self._lock:
@@ -153,7 +148,7 @@ class SqliteStore:
             return
         with self._write() as conn:
             for a, b in links:
-                _link(conn, a, b)
+                write_link(conn, _LINK_SQL, a, b)
             conn.executemany("INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys))
 
     def close(self) -> None:
@@ -162,11 +157,3 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
-
-
-def _link(conn: sqlite3.Connection, a: RecordRef, b: RecordRef) -> None:
-    """Both directions; a record linked anew drops its old partner's back-link."""
-    conn.execute(_UNLINK_TARGET, (b.system, a.system, a.entity, a.id))
-    conn.execute(_UNLINK_TARGET, (a.system, b.system, b.entity, b.id))
-    conn.execute(_UPSERT_LINK, (a.system, a.entity, a.id, b.system, b.entity, b.id))
-    conn.execute(_UPSERT_LINK, (b.system, b.entity, b.id, a.system, a.entity, a.id))

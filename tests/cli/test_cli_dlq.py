@@ -9,7 +9,7 @@ real console script to show a separate process reads the same file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from middleware import dlq
 from middleware.broker import Broker, OutgoingMessage, open_broker
 from middleware.broker.base import (
     H_ATTEMPTS,
@@ -245,3 +246,30 @@ def test_unknown_route_suggests_the_nearest(cli: RunIsthmus, dead_letters: DeadL
     run = cli("dlq", "list", "--config", dead_letters.config, "--route", "customers_crm_to_rep")
     assert run.code == 2
     assert "no route 'customers_crm_to_rep'" in run.err and f"did you mean '{CUSTOMERS}'" in run.err
+
+
+class _FailsAgainOnSend:
+    """The broker as seen by `dlq.replay`, plus a worker that fetches and dead-letters the replayed
+    message again the moment it lands on the route queue (before replay removes it from the DLQ)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._broker, name)
+
+    def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        self._broker.send(queue, messages)
+        if queue == CUSTOMERS:
+            for delivery in self._broker.fetch(CUSTOMERS, 10, timeout_s=1.0):
+                self._broker.dead_letter(delivery, {H_ERROR_CLASS: "PermanentError", H_ERROR: "still refused"})
+
+
+def test_replay_keeps_a_message_that_fails_again_while_being_replayed(dead_letters: DeadLetters) -> None:
+    broker, chosen = dead_letters.broker, dead_letters.customers[0]
+    assert dlq.replay(_FailsAgainOnSend(broker), CUSTOMERS, [chosen]) == 1  # type: ignore[arg-type]
+    left = broker.browse(dlq_name(CUSTOMERS), 10)
+    again = [d for d in left if d.message_id == chosen]
+    assert len(again) == 1, "the new dead letter of the replayed message must not be lost"
+    assert again[0].headers[H_ERROR] == "still refused"
+    assert len(left) == 3 and broker.depth(CUSTOMERS) == 0
