@@ -110,9 +110,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 _XREF_ARG = re.compile(r"^[^:=\s]+:[^:=\s]+:[^=]+=[^=\s][^=]*$")
-_XREF_MISSING = re.compile(
-    r"no (?P<to>\S+) id linked to (?P<frm>\S+) (?P<entity>\S+) (?P<q>['\"])(?P<id>.*?)(?P=q) yet"
-)
 
 
 def _parse_xrefs(items: Sequence[str] | None) -> dict[str, str]:
@@ -133,12 +130,9 @@ def _parse_xrefs(items: Sequence[str] | None) -> dict[str, str]:
 
 def _xref_missing_hint(exc: XrefMissingError) -> str:
     """Preview has no state store: the fix is an --xref argument, not waiting for a retry."""
-    found = _XREF_MISSING.search(str(exc))
-    if found is None:
-        return "preview has no state store; pass the link it needs with --xref SYSTEM:ENTITY:ID=SYSTEM:ID"
     return (
         "preview has no state store; pass the link with "
-        f"--xref {found['frm']}:{found['entity']}:{found['id']}={found['to']}:<ID>"
+        f"--xref {exc.from_system}:{exc.entity}:{exc.record_id}={exc.to_system}:<ID>"
     )
 
 
@@ -161,9 +155,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     try:
         outputs = [preview(mapping, record, xrefs) for record in records]
     except XrefMissingError as exc:
-        # The worker's wording promises a retry; preview never retries, so that part goes.
-        message = re.sub(r"\s*\([^()]*retry[^()]*\)\s*$", "", str(exc))
-        print(f"error: {message}\n    hint: {_xref_missing_hint(exc)}", file=sys.stderr)
+        print(f"error: {exc}\n    hint: {_xref_missing_hint(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(outputs if isinstance(sample, list) else outputs[0], indent=2, ensure_ascii=False))
     return 0
@@ -218,8 +210,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 print(json.dumps([d.summary() for d in letters], indent=2))
             else:
                 for d in letters:
-                    print(f"{d.route:<24} {d.message_id:<36} {d.error_class:<24} {d.record:<28} "
-                          f"{d.error[:90]}")
+                    print(f"{d.route:<24} {d.message_id:<36} {d.error_class:<24} {d.record:<28} {d.error[:90]}")
                 print(f"{len(letters)} dead-lettered message{'s' if len(letters) != 1 else ''}")
             return 0
         if args.dlq_command == "show":
@@ -246,8 +237,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             count = dlq.replay(broker, args.route, wanted) if wanted is None or wanted else 0
             print(f"replayed {count} message{'s' if count != 1 else ''} onto route {args.route}")
             for message_id in missing:
-                print(f"no dead-lettered message {message_id} on route {args.route}; run 'isthmus dlq list'",
-                      file=sys.stderr)
+                print(
+                    f"no dead-lettered message {message_id} on route {args.route}; run 'isthmus dlq list'",
+                    file=sys.stderr,
+                )
             return 1 if missing else 0
         if args.dlq_command == "purge":
             if not args.yes:
@@ -280,26 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check mapping files (and isthmus.yaml) and report every problem")
-    p.add_argument("paths", nargs="*",
-                   help="mapping files or folders (default: from --config, else mappings/)")
-    p.add_argument("--config", default=None,
-                   help=f"isthmus.yaml to check as well (default: ./{DEFAULT_CONFIG} if it exists)")
+    p.add_argument("paths", nargs="*", help="mapping files or folders (default: from --config, else mappings/)")
+    p.add_argument(
+        "--config", default=None, help=f"isthmus.yaml to check as well (default: ./{DEFAULT_CONFIG} if it exists)"
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("test", help="run the examples: blocks of mapping files")
     p.add_argument("paths", nargs="*")
-    p.add_argument("--config", default=None,
-                   help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
+    p.add_argument("--config", default=None, help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("preview", help="map a sample record and print the result")
     p.add_argument("mapping", help="mapping id, or a chain of ids separated by commas")
     p.add_argument("sample", help="JSON file with one record or a list of records")
     p.add_argument("--paths", nargs="*", help="mapping files or folders (default: mappings/)")
-    p.add_argument("--config", default=None,
-                   help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
-    p.add_argument("--xref", action="append", metavar="SYS:ENTITY:ID=SYS:ID",
-                   help="a cross-reference to assume, e.g. crm:customer:C-1001=erp:A000001")
+    p.add_argument("--config", default=None, help=f"take mapping paths from it (default: ./{DEFAULT_CONFIG} if any)")
+    p.add_argument(
+        "--xref",
+        action="append",
+        metavar="SYS:ENTITY:ID=SYS:ID",
+        help="a cross-reference to assume, e.g. crm:customer:C-1001=erp:A000001",
+    )
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("schema", help="export JSON Schemas of the envelope and canonical entities")

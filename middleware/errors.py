@@ -110,4 +110,14 @@ class ErrorSummary:
 class XrefMissingError(TransientError):
     """A cross-reference a mapping needs does not exist yet (e.g. the customer of an order
     has not been synced). Transient: the worker retries with backoff, so the order waits
-    for its customer instead of failing; after the last attempt it is dead-lettered."""
+    for its customer instead of failing; after the last attempt it is dead-lettered.
+
+    The message says what is missing and nothing about what happens next (the worker logs
+    its retry, a preview suggests `--xref`); the parts are kept as attributes for both."""
+
+    def __init__(self, message: str, *, from_system: str, entity: str, record_id: str, to_system: str) -> None:
+        super().__init__(message, system=to_system)
+        self.from_system = from_system
+        self.entity = entity
+        self.record_id = record_id
+        self.to_system = to_system

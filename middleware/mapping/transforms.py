@@ -597,8 +597,11 @@ def _xref(from_system: str, entity: str, to_system: str, *, site: StepSite) -> S
         if found is None and not site.missing_ok:
             raise XrefMissingError(
                 f"mapping {site.mapping!r} field {site.field!r}: no {to_system} id linked to "
-                f"{from_system} {entity} {record_id!r} yet (it may not be synced yet; retrying)",
-                system=to_system,
+                f"{from_system} {entity} {record_id!r} yet (is that {entity} synced?)",
+                from_system=from_system,
+                entity=entity,
+                record_id=record_id,
+                to_system=to_system,
             )
         return found
 

@@ -45,24 +45,18 @@ class DeadLetters:
     orders: list[str]  # ... on ORDERS
 
 
-def _dead_letter(
-    broker: Broker, route: str, record_ids: list[str], error_class: str, error: str
-) -> list[str]:
+def _dead_letter(broker: Broker, route: str, record_ids: list[str], error_class: str, error: str) -> list[str]:
     messages = []
     for record_id in record_ids:
         envelope = Envelope(
             type="customer.upserted" if route == CUSTOMERS else "sales_order.upserted",
-            source=Source(
-                system="crm", entity="customer" if route == CUSTOMERS else "order", record_id=record_id
-            ),
+            source=Source(system="crm", entity="customer" if route == CUSTOMERS else "order", record_id=record_id),
             occurred_at=datetime(2026, 1, 5, 9, 30, tzinfo=UTC),
             attempt=4,
             payload={"record": record_id},
         )
         messages.append(
-            OutgoingMessage(
-                routing_key=envelope.type, body=envelope.to_bytes(), message_id=str(envelope.message_id)
-            )
+            OutgoingMessage(routing_key=envelope.type, body=envelope.to_bytes(), message_id=str(envelope.message_id))
         )
     broker.send(route, messages)
     deliveries = broker.fetch(route, len(messages), timeout_s=1.0)
@@ -95,10 +89,10 @@ def dead_letters(tmp_path: Path) -> Iterator[DeadLetters]:
     broker = open_broker(f"embedded://{tmp_path / 'broker.db'}")
     for route in config["routes"]:
         broker.setup_route(route["name"], route["on"])
-    customers = _dead_letter(broker, CUSTOMERS, ["C-1", "C-2", "C-3"], "PermanentError",
-                             "erp answered 422: vat_number is not valid")
-    orders = _dead_letter(broker, ORDERS, ["SO-9"], "XrefMissingError",
-                          "no erp id linked to crm customer 'C-9' yet")
+    customers = _dead_letter(
+        broker, CUSTOMERS, ["C-1", "C-2", "C-3"], "PermanentError", "erp answered 422: vat_number is not valid"
+    )
+    orders = _dead_letter(broker, ORDERS, ["SO-9"], "XrefMissingError", "no erp id linked to crm customer 'C-9' yet")
     assert broker.depth(CUSTOMERS) == 0 and broker.depth(dlq_name(CUSTOMERS)) == 3
     try:
         yield DeadLetters(path, broker, customers, orders)
@@ -106,9 +100,7 @@ def dead_letters(tmp_path: Path) -> Iterator[DeadLetters]:
         broker.close()
 
 
-def test_list_shows_every_dead_letter_with_class_record_and_reason(
-    cli: RunIsthmus, dead_letters: DeadLetters
-) -> None:
+def test_list_shows_every_dead_letter_with_class_record_and_reason(cli: RunIsthmus, dead_letters: DeadLetters) -> None:
     run = cli("dlq", "list", "--config", dead_letters.config)
     assert run.code == 0, run.output
     lines = run.out.splitlines()
@@ -140,9 +132,7 @@ def test_list_from_a_separate_process(isthmus: RunIsthmus, dead_letters: DeadLet
     assert all(m in run.out for m in dead_letters.customers + dead_letters.orders)
 
 
-def test_show_prints_reason_headers_and_the_original_message(
-    cli: RunIsthmus, dead_letters: DeadLetters
-) -> None:
+def test_show_prints_reason_headers_and_the_original_message(cli: RunIsthmus, dead_letters: DeadLetters) -> None:
     message_id = dead_letters.customers[1]
     run = cli("dlq", "show", message_id, "--config", dead_letters.config)
     assert run.code == 0, run.output
@@ -162,9 +152,7 @@ def test_show_unknown_id_says_so(cli: RunIsthmus, dead_letters: DeadLetters) -> 
     assert "no dead-lettered message no-such-id" in run.err and "isthmus dlq list" in run.err
 
 
-def test_replay_moves_exactly_that_message_back_with_attempts_reset(
-    cli: RunIsthmus, dead_letters: DeadLetters
-) -> None:
+def test_replay_moves_exactly_that_message_back_with_attempts_reset(cli: RunIsthmus, dead_letters: DeadLetters) -> None:
     broker, chosen = dead_letters.broker, dead_letters.customers[1]
     run = cli("dlq", "replay", "--config", dead_letters.config, "--route", CUSTOMERS, chosen)
     assert run.code == 0, run.output
@@ -172,7 +160,8 @@ def test_replay_moves_exactly_that_message_back_with_attempts_reset(
     assert broker.depth(dlq_name(CUSTOMERS)) == 2
     assert broker.depth(CUSTOMERS) == 1
     assert [d.message_id for d in broker.browse(dlq_name(CUSTOMERS), 10)] == [
-        dead_letters.customers[0], dead_letters.customers[2]
+        dead_letters.customers[0],
+        dead_letters.customers[2],
     ]
     (replayed,) = broker.browse(CUSTOMERS, 10)
     assert replayed.message_id == chosen

@@ -38,8 +38,13 @@ def test_chain_prints_the_target_write_body(isthmus: RunIsthmus) -> None:
 
 def test_chain_with_xref_resolves_the_linked_id(isthmus: RunIsthmus) -> None:
     run = isthmus(
-        "preview", ORDER_CHAIN, SAMPLES / "crm_order.json", "--paths", MAPPINGS,
-        "--xref", "crm:customer:C-1001=erp:A-7",
+        "preview",
+        ORDER_CHAIN,
+        SAMPLES / "crm_order.json",
+        "--paths",
+        MAPPINGS,
+        "--xref",
+        "crm:customer:C-1001=erp:A-7",
     )
     assert run.code == 0, run.output
     order = json.loads(run.out)
@@ -70,7 +75,13 @@ def test_list_sample_prints_a_list(isthmus: RunIsthmus, tmp_path: Path) -> None:
 
 def test_malformed_xref_argument_shows_the_expected_form(isthmus: RunIsthmus) -> None:
     run = isthmus(
-        "preview", ORDER_CHAIN, SAMPLES / "crm_order.json", "--paths", MAPPINGS, "--xref", "C-1001=A-7",
+        "preview",
+        ORDER_CHAIN,
+        SAMPLES / "crm_order.json",
+        "--paths",
+        MAPPINGS,
+        "--xref",
+        "C-1001=A-7",
     )
     run.assert_no_traceback()
     assert run.code == 2

@@ -10,8 +10,17 @@ from pathlib import Path
 
 from tests.cli.cli_runner import RunIsthmus
 
-PROMISED = ["Envelope", "Customer", "Contact", "Product", "SalesOrder", "OrderStatus", "InventoryLevel",
-            "Shipment", "Invoice"]
+PROMISED = [
+    "Envelope",
+    "Customer",
+    "Contact",
+    "Product",
+    "SalesOrder",
+    "OrderStatus",
+    "InventoryLevel",
+    "Shipment",
+    "Invoice",
+]
 
 
 def _is_object_schema(schema: dict[str, object], title: str) -> bool:

@@ -29,7 +29,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sample is a folder": (["preview", CUSTOMER, "{files}"], "Is a directory"),
     "sample is not UTF-8": (["preview", CUSTOMER, "{files}/latin1.json"], "not UTF-8"),
     "sample is not a record": (
-        ["preview", CUSTOMER, "{files}/number.json", "--paths", str(MAPPINGS)], "must be an object"
+        ["preview", CUSTOMER, "{files}/number.json", "--paths", str(MAPPINGS)],
+        "must be an object",
     ),
     "mapping folder is missing": (
         ["preview", CUSTOMER, str(SAMPLES / "crm_customer.json"), "--paths", "{missing}"],

@@ -94,9 +94,7 @@ def test_every_problem_is_reported_once_with_a_total(broken_run: Run, broken_fol
     assert run.err.rstrip().endswith("7 problems found")
 
 
-def test_misspelt_canonical_field_points_at_the_key_and_suggests_the_name(
-    broken_run: Run, broken_folder: Path
-) -> None:
+def test_misspelt_canonical_field_points_at_the_key_and_suggests_the_name(broken_run: Run, broken_folder: Path) -> None:
     run = broken_run
     line, column = locate(BROKEN, "nmae")
     problem = _problem(run.err, broken_folder / "broken.yaml", line, column, "nmae")
@@ -110,18 +108,14 @@ def test_unknown_transform_is_located_and_hinted(broken_run: Run, broken_folder:
     assert "did you mean 'lower'?" in problem
 
 
-def test_wrong_transform_arity_is_located_and_shows_the_signature(
-    broken_run: Run, broken_folder: Path
-) -> None:
+def test_wrong_transform_arity_is_located_and_shows_the_signature(broken_run: Run, broken_folder: Path) -> None:
     run = broken_run
     line, column = locate(BROKEN, '"prefix"')
     problem = _problem(run.err, broken_folder / "broken.yaml", line, column, "prefix takes 1 argument, got 0")
     assert "hint: write prefix(" in problem
 
 
-def test_unknown_condition_key_is_located_and_lists_valid_keys(
-    broken_run: Run, broken_folder: Path
-) -> None:
+def test_unknown_condition_key_is_located_and_lists_valid_keys(broken_run: Run, broken_folder: Path) -> None:
     run = broken_run
     line, column = locate(BROKEN, "bigger")
     problem = _problem(run.err, broken_folder / "broken.yaml", line, column, "unknown condition key 'bigger'")

@@ -52,9 +52,7 @@ def test_misspelt_config_key_is_located_and_hinted(bad_config_run: Run, bad_conf
     assert "hint: did you mean 'mappings'?" in bad_config_run.err
 
 
-def test_plaintext_secret_is_located_and_points_to_an_env_reference(
-    bad_config_run: Run, bad_config: Path
-) -> None:
+def test_plaintext_secret_is_located_and_points_to_an_env_reference(bad_config_run: Run, bad_config: Path) -> None:
     line, column = locate(BAD_CONFIG, "abc")
     lines = bad_config_run.err.splitlines()
     where = f"{bad_config}:{line}:{column}: systems.crm.auth.token: "

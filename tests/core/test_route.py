@@ -79,7 +79,9 @@ def identity(record: dict[str, Any]) -> dict[str, Any] | None:
     if record.get("bad"):
         raise MappingError("value 'abc' is not a decimal", mapping="m", field="credit_limit")
     if record.get("needs_xref"):
-        raise XrefMissingError("no erp id for crm:customer:C-9 yet")
+        raise XrefMissingError(
+            "no erp id for crm:customer:C-9 yet", from_system="crm", entity="customer", record_id="C-9", to_system="erp"
+        )
     return dict(record)
 
 

@@ -68,9 +68,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 @pytest.mark.slow
 def test_health_probes_and_per_route_metrics(erp: SampleErp, tmp_path: Path) -> None:
-    config = load_config(
-        write_config(tmp_path, broker=f"embedded:///{tmp_path}/broker.db", routes=[ROUTE], sources=[])
-    )
+    config = load_config(write_config(tmp_path, broker=f"embedded:///{tmp_path}/broker.db", routes=[ROUTE], sources=[]))
     worker = Worker(config, run_sources=True).start()
     try:
         assert worker.health is not None
