@@ -46,6 +46,12 @@ PROCESSING_SECONDS = Histogram(
 )
 END_TO_END_LAG = Histogram(
     "isthmus_end_to_end_lag_seconds",
+    "From the change in the source system (the record's own timestamp) to the durable effect in the target.",
+    ["route"],
+    buckets=LAG_BUCKETS,
+)
+PIPELINE_LAG = Histogram(
+    "isthmus_pipeline_lag_seconds",
     "From intake into Isthmus (poll, webhook) to the durable effect in the target.",
     ["route"],
     buckets=LAG_BUCKETS,

@@ -41,6 +41,7 @@ from middleware.errors import (
 from middleware.message import Envelope
 from middleware.observability import (
     END_TO_END_LAG,
+    PIPELINE_LAG,
     LAST_SUCCESS,
     MESSAGES_CONSUMED,
     MESSAGES_DEAD_LETTERED,
@@ -111,6 +112,7 @@ class RouteProcessor:
             "retried": MESSAGES_RETRIED.labels(config.name),
             "seconds": PROCESSING_SECONDS.labels(config.name),
             "lag": END_TO_END_LAG.labels(config.name),
+            "pipeline_lag": PIPELINE_LAG.labels(config.name),
             "last": LAST_SUCCESS.labels(config.name),
         }
 
@@ -203,9 +205,12 @@ class RouteProcessor:
                         links.append((self._source_ref(item.envelope), target_ref))
                     applied_keys.append(item.request.key)
                     to_ack.append(item.delivery)
-                    lag = (now - item.envelope.received_at).total_seconds()  # intake → durable effect
+                    # pipeline lag (intake → effect) is what Isthmus controls; end-to-end lag
+                    # (source change → effect) is what the business sees, poll delay included
+                    lag = (now - item.envelope.received_at).total_seconds()
                     outcome.lags.append(lag)
-                    self._metrics["lag"].observe(max(0.0, lag))
+                    self._metrics["pipeline_lag"].observe(max(0.0, lag))
+                    self._metrics["lag"].observe(max(0.0, (now - item.envelope.occurred_at).total_seconds()))
                     outcome.applied += 1
                 elif result.outcome == "transient":
                     failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)

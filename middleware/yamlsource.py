@@ -60,9 +60,12 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = SourceLocation(file, mark.line + 1, mark.column + 1) if mark else SourceLocation(file, 1, 1)
-        raise ConfigError(
-            Problem(f"YAML syntax error: {exc.problem or exc}", loc, hint="check indentation and quoting here")
-        ) from exc
+        hint = "check indentation and quoting here"
+        opened = exc.context_mark
+        if exc.context and opened is not None and exc.problem_mark is not None and opened.line != mark.line:
+            # e.g. an unclosed `[`: the parser notices lines later; point back to where it began
+            hint = f"{exc.context} that starts at line {opened.line + 1}, column {opened.column + 1}: is it closed?"
+        raise ConfigError(Problem(f"YAML syntax error: {exc.problem or exc}", loc, hint=hint)) from exc
     doc = YamlDocument(file=file, data=None)
     if node is None:
         doc.data = None

@@ -95,6 +95,7 @@ def test_health_probes_and_per_route_metrics(erp: SampleErp, tmp_path: Path) -> 
         assert metric("isthmus_messages_dead_lettered_total", error_class="PermanentError") - before["dead"] == 1
         assert metric("isthmus_processing_seconds_count") >= 6
         assert metric("isthmus_end_to_end_lag_seconds_count") >= 5
+        assert metric("isthmus_pipeline_lag_seconds_count") >= 5
         assert metric("isthmus_last_success_timestamp_seconds") > datetime.now(UTC).timestamp() - 60
     finally:
         worker.stop()

@@ -283,3 +283,14 @@ def test_chain_of_unknown_or_mismatched_ids_is_reported_by_the_set(tmp_path: Pat
     assert "did you mean 'a'" in only(mappings.chain_problems(["aa"])).hint
     with pytest.raises(ConfigError):
         mappings.chain(["a", "b"])
+
+
+def test_an_unclosed_bracket_points_back_to_where_it_opened() -> None:
+    from middleware.yamlsource import load_yaml_text
+
+    text = "mapping: x\nsource: a.b\ntarget: c.d\nfields:\n  customer_id: [customer_no\n  name: n\n"
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text(text, "m.yaml")
+    (problem,) = info.value.problems
+    assert problem.location is not None and problem.location.line == 6
+    assert "starts at line 5, column 16" in problem.hint
