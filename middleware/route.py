@@ -41,7 +41,6 @@ from middleware.errors import (
 from middleware.message import Envelope
 from middleware.observability import (
     END_TO_END_LAG,
-    PIPELINE_LAG,
     LAST_SUCCESS,
     MESSAGES_CONSUMED,
     MESSAGES_DEAD_LETTERED,
@@ -49,6 +48,7 @@ from middleware.observability import (
     MESSAGES_PRODUCED,
     MESSAGES_RETRIED,
     MESSAGES_SKIPPED,
+    PIPELINE_LAG,
     PROCESSING_SECONDS,
 )
 from middleware.retry import backoff_delay

@@ -84,3 +84,9 @@ def delete_rabbit_queues(amqp_url: str, names: list[str], exchange: str | None =
             channel.exchange_delete(f"{exchange}.unrouted")  # the alternate exchange the broker declares
     finally:
         connection.close()
+
+
+def customers_only_config(directory: Path, crm: Any, customers: int, broker: str) -> Path:
+    """Seed `customers` CRM customers (no orders, none broken) and a config syncing only them."""
+    crm.seed(customers=customers, orders_per_customer=0, with_bad_records=False)
+    return write_config(directory, broker=broker, routes=["customers_crm_to_erp"], sources=["crm_customers"])

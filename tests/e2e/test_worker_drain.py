@@ -19,7 +19,7 @@ import pytest
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
-from tests.e2e.harness import wait_until, write_config
+from tests.e2e.harness import customers_only_config, wait_until
 from tests.e2e.test_worker_kill import _start_worker
 
 CUSTOMERS = 300
@@ -51,13 +51,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_restart_repeats_nothing(
     systems: tuple[SampleCrm, SampleErp], tmp_path: Path
 ) -> None:
     crm, erp = systems
-    crm.seed(customers=CUSTOMERS, orders_per_customer=0, with_bad_records=False)
-    config = write_config(
-        tmp_path,
-        broker=f"embedded:///{tmp_path}/broker.db",
-        routes=["customers_crm_to_erp"],
-        sources=["crm_customers"],
-    )
+    config = customers_only_config(tmp_path, crm, CUSTOMERS, f"embedded:///{tmp_path}/broker.db")
     log = tmp_path / "worker.log"
     worker = _start_worker(config, crm, erp, log)
     wait_until(lambda: erp.state(with_effects=False)["accounts"] >= 50, 60, "the first accounts")

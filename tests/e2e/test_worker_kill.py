@@ -14,7 +14,7 @@ import pytest
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
-from tests.e2e.harness import REPO, wait_until, write_config
+from tests.e2e.harness import REPO, customers_only_config, wait_until
 
 CUSTOMERS = 400
 
@@ -46,13 +46,7 @@ def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     systems: tuple[SampleCrm, SampleErp], tmp_path: Path
 ) -> None:
     crm, erp = systems
-    crm.seed(customers=CUSTOMERS, orders_per_customer=0, with_bad_records=False)
-    config = write_config(
-        tmp_path,
-        broker=f"embedded:///{tmp_path}/broker.db?visibility_timeout=2",
-        routes=["customers_crm_to_erp"],
-        sources=["crm_customers"],
-    )
+    config = customers_only_config(tmp_path, crm, CUSTOMERS, f"embedded:///{tmp_path}/broker.db?visibility_timeout=2")
     log = tmp_path / "worker.log"
     kills = 0
     worker = _start_worker(config, crm, erp, log)
