@@ -62,7 +62,7 @@ def load_yaml_text(text: str, file: str = "<string>") -> YamlDocument:
         loc = SourceLocation(file, mark.line + 1, mark.column + 1) if mark else SourceLocation(file, 1, 1)
         hint = "check indentation and quoting here"
         opened = exc.context_mark
-        if exc.context and opened is not None and exc.problem_mark is not None and opened.line != mark.line:
+        if exc.context and opened is not None and exc.problem_mark is not None and opened.line != exc.problem_mark.line:
             # e.g. an unclosed `[`: the parser notices lines later; point back to where it began
             hint = f"{exc.context} that starts at line {opened.line + 1}, column {opened.column + 1}: is it closed?"
         raise ConfigError(Problem(f"YAML syntax error: {exc.problem or exc}", loc, hint=hint)) from exc
