@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -44,6 +44,7 @@ class _Prepared:
     lane: str
     fallback_id: str | None
     id_path: str | None
+    request: WriteRequest
 
 
 class RestWriter:
@@ -67,8 +68,20 @@ class RestWriter:
                 lanes.setdefault(prepared.lane, []).append((index, prepared))
 
         def run_lane(lane: list[tuple[int, _Prepared]]) -> None:
+            # Two versions of a record the target does not know yet can share a batch: the
+            # first creates it, and the later ones must update what it created, not create again.
+            created_id: str | None = None
             for index, prepared in lane:
-                results[index] = self._send(prepared)
+                if created_id is not None and prepared.request.target_id is None:
+                    redone = self._prepare(replace(prepared.request, target_id=created_id))
+                    if isinstance(redone, WriteResult):
+                        results[index] = redone
+                        continue
+                    prepared = redone
+                result = self._send(prepared)
+                results[index] = result
+                if result.outcome == "ok" and prepared.request.target_id is None and result.target_id:
+                    created_id = result.target_id
 
         if len(lanes) <= 1 or self.config.concurrency == 1:
             for lane in lanes.values():
@@ -127,7 +140,7 @@ class RestWriter:
         fallback = request.target_id
         if fallback is None and spec.mode == "upsert" and spec.key_field and record.get(spec.key_field) is not None:
             fallback = str(record[spec.key_field])
-        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path)
+        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path, request)
 
     def _send(self, prepared: _Prepared) -> WriteResult:
         what = f"{prepared.method} {prepared.path}"

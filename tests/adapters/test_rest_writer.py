@@ -301,3 +301,33 @@ def test_check_uses_the_health_path(stub_server) -> None:
 def test_config_mistakes_fail_at_load(settings, message) -> None:
     with pytest.raises(ValidationError, match=message):
         RestSystemConfig.model_validate(settings)
+
+
+def test_two_versions_of_a_new_record_in_one_batch_create_it_once_then_update(erp) -> None:
+    config = {
+        "base_url": erp.url,
+        "concurrency": 4,
+        "entities": {
+            "account": {
+                "write": {
+                    "mode": "create_or_update",
+                    "create": {"method": "POST", "path": "/api/accounts"},
+                    "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
+                    "id_path": "id",
+                }
+            }
+        },
+    }
+    adapter = RestAdapter("erp", RestSystemConfig.model_validate(config))
+    first, second, other = adapter.writer().write_batch(
+        [
+            WriteRequest(entity="account", record={"account_name": "Acme v1"}, key="crm:customer:C-1@1"),
+            WriteRequest(entity="account", record={"account_name": "Acme v2"}, key="crm:customer:C-1@2"),
+            WriteRequest(entity="account", record={"account_name": "Initech"}, key="crm:customer:C-2@1"),
+        ]
+    )
+    assert first.outcome == second.outcome == other.outcome == "ok"
+    assert first.target_id == second.target_id != other.target_id
+    names = sorted(a["account_name"] for a in erp.accounts.values())
+    assert names == ["Acme v2", "Initech"], "the second version created a second account"
+    adapter.close()
