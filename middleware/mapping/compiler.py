@@ -813,6 +813,10 @@ def _empty_block(record: Any, ctx: Any) -> dict[str, Any]:
 
 _CALL, _READ, _READ_STEP, _CONST, _READ_STEP_DEFAULT = range(5)
 
+# False compiles every object as a plain loop over its field closures: the reference behaviour
+# the generated functions are tested against (tests/mapping/test_generated_code.py).
+GENERATE_CODE = True
+
 
 def _fast(fn: FieldFn, key: str | None, step: StepFn | None, default: Any = _MISSING) -> FieldFn:
     """Mark a field that the block may run inline: `record.get(key)`, through one `step`,
@@ -865,6 +869,9 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
                 out[key] = value
         return out
 
+    if not GENERATE_CODE:
+        careful.may_be_empty = all(omit for _, _, omit in entries)  # type: ignore[attr-defined]
+        return careful
     build = _generate_block(rows, careful)
     build.may_omit = may_omit  # type: ignore[attr-defined]
     if may_omit:
@@ -920,6 +927,10 @@ def _display(
 ) -> str:
     """The source of one dict display building an object from `record` (read with `get`).
 
+    Generated names are a prefix plus a tag of digits, `o` and `_` (the field's position,
+    nested): globals k c f s d g a L ik rf ra rb; locals v w dq rx and the comprehension's
+    pos item get. No prefix is another followed by a tag character, so names never collide.
+
     A nested list (`each:`) whose items need no filtering becomes a list comprehension inside
     the display, so an order and its lines are built by one generated function.
     """
@@ -932,7 +943,13 @@ def _display(
             items.append(f"k{t}: c{t}")
         elif kind == _CALL:
             namespace[f"f{t}"] = a
-            items.append(f"k{t}: " + (_inline_each(a, namespace, t, record) or f"f{t}({record}, ctx)"))
+            expr = (
+                _inline_each(a, namespace, t, record)
+                or _inline_object(a, namespace, t, record, get)
+                or _inline_call(a, namespace, t, record, get)
+                or f"f{t}({record}, ctx)"
+            )
+            items.append(f"k{t}: {expr}")
         elif kind == _READ:
             namespace[f"s{t}"] = a
             items.append(f"k{t}: {get}(s{t})")
@@ -948,6 +965,42 @@ def _display(
                 read = _inline_steps(a, read, t, namespace) or f"f{t}({get}(s{t}), ctx)"
             items.append(f'k{t}: (d{t} if (w{t} := {read}) is None or w{t} == "" else w{t})')
     return "{" + ", ".join([*items, *extra]) + "}"
+
+
+def _inline_object(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
+    """A nested object (dotted target paths) read from the same record, as a nested display.
+
+    Only when none of its fields can be left out: then it is never empty, so it never turns
+    into OMIT, and building it in place is exactly what `_object_field` would do."""
+    block = getattr(fn, "inline_block", None)
+    rows = getattr(block, "rows", None)
+    if not rows or getattr(block, "may_omit", True):
+        return None
+    return _display(rows, namespace, f"{t}o", record, get)
+
+
+def _inline_read(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
+    """`a.b` read in place when `a` is an object; the getter itself for anything else."""
+    parts = getattr(fn, "parts", None)
+    if parts is None:
+        return None
+    namespace[f"rf{t}"], namespace[f"ra{t}"], namespace[f"rb{t}"] = fn, parts[0], parts[1]
+    return f"(rx{t}.get(rb{t}) if type(rx{t} := {get}(ra{t})) is dict else rf{t}({record}))"
+
+
+def _inline_call(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
+    """A dotted read, alone or followed by inlinable transforms, written in place."""
+    read = _inline_read(fn, namespace, t, record, get)
+    if read is not None:
+        return read
+    pair = getattr(fn, "read_then", None)
+    if pair is None:
+        return None
+    getter, step = pair
+    read = _inline_read(getter, namespace, t, record, get)
+    if read is None:
+        return None
+    return _inline_steps(step, read, t, namespace)
 
 
 def _inline_each(fn: Any, namespace: dict[str, Any], t: str, record: str) -> str | None:
@@ -989,7 +1042,7 @@ def _inline_steps(fn: Any, read: str, tag: str, namespace: dict[str, Any]) -> st
         elif kind == "suffix":
             fast = f"{v} + {arg}"
         elif kind == "decimal":
-            q = f"q{tag}_{n}"
+            q = f"dq{tag}_{n}"
             fast = (
                 f"({q} if {v} and ({q} := Decimal({v}).quantize({arg}, ROUND_HALF_UP)).is_finite() else {g}({v}, ctx))"
             )
@@ -1004,6 +1057,7 @@ def _object_field(block: BlockFn) -> FieldFn:
         out = block(record, ctx)
         return out if out else OMIT
 
+    build_object.inline_block = block  # type: ignore[attr-defined]
     return build_object
 
 
@@ -1138,6 +1192,7 @@ def _general_field(
             except Exception as exc:
                 raise fail(value, ctx, exc) from exc
 
+        transformed.read_then = (get, step)  # type: ignore[attr-defined]  # lets the compiler inline it
         return transformed
 
     shown_keys = ", ".join(sorted(table)) if table else ""

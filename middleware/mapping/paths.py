@@ -66,6 +66,7 @@ def make_getter(path: str) -> Getter:
             except AttributeError:
                 return None
 
+        get_two.parts = (first, second)  # type: ignore[attr-defined]  # lets the compiler inline it
         return get_two
     frozen = tuple(steps)
 
