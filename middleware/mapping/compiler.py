@@ -928,7 +928,7 @@ def _display(
     """The source of one dict display building an object from `record` (read with `get`).
 
     Generated names are a prefix plus a tag of digits, `o` and `_` (the field's position,
-    nested): globals k c f s d g a L ik rf ra rb; locals v w dq rx and the comprehension's
+    nested): globals k c f s d g a L ik rf ra rb vk vt; locals v w dq rx vv and the comprehension's
     pos item get. No prefix is another followed by a tag character, so names never collide.
 
     A nested list (`each:`) whose items need no filtering becomes a list comprehension inside
@@ -989,7 +989,13 @@ def _inline_read(fn: Any, namespace: dict[str, Any], t: str, record: str, get: s
 
 
 def _inline_call(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
-    """A dotted read, alone or followed by inlinable transforms, written in place."""
+    """A dotted read, alone or followed by inlinable transforms, or a plain value map, in place."""
+    lookup = getattr(fn, "lookup", None)
+    if lookup is not None:
+        # a text value found in the table maps in place; anything else (other types, a value
+        # not in the table, `otherwise:`, the error) is the closure's business
+        namespace[f"vk{t}"], namespace[f"vt{t}"] = lookup
+        return f"(vt{t}[vv{t}] if type(vv{t} := {get}(vk{t})) is str and vv{t} in vt{t} else f{t}({record}, ctx))"
     read = _inline_read(fn, namespace, t, record, get)
     if read is not None:
         return read
@@ -1228,6 +1234,8 @@ def _general_field(
 
     if defaults_only:
         return _fast(general, key, run, default)
+    if table is not None and key is not None and run is None and not has_default and not required and when is None:
+        general.lookup = (key, table)  # type: ignore[attr-defined]  # a plain value map: inlinable
     return general
 
 
