@@ -11,6 +11,17 @@ from typing import Any, Protocol
 
 from middleware.store.base import RecordRef
 
+# Both directions of a link are rows; the key makes "the partner in system X" unique.
+XREF_TABLE_DDL = """CREATE TABLE IF NOT EXISTS xref (
+    src_system TEXT NOT NULL,
+    src_entity TEXT NOT NULL,
+    src_id     TEXT NOT NULL,
+    dst_system TEXT NOT NULL,
+    dst_entity TEXT NOT NULL,
+    dst_id     TEXT NOT NULL,
+    PRIMARY KEY (src_system, src_entity, src_id, dst_system)
+)"""
+
 
 class _Executes(Protocol):
     def execute(self, query: Any, params: Any = ...) -> Any: ...

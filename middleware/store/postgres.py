@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from middleware.store.base import RecordRef
-from middleware.store.links import link_statements, write_link
+from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 
 T = TypeVar("T")
 
@@ -29,15 +29,7 @@ T = TypeVar("T")
 _DDL_LOCK_ID = 0x15_7E_05
 
 _DDL = [
-    """CREATE TABLE IF NOT EXISTS xref (
-        src_system TEXT NOT NULL,
-        src_entity TEXT NOT NULL,
-        src_id     TEXT NOT NULL,
-        dst_system TEXT NOT NULL,
-        dst_entity TEXT NOT NULL,
-        dst_id     TEXT NOT NULL,
-        PRIMARY KEY (src_system, src_entity, src_id, dst_system)
-    )""",
+    XREF_TABLE_DDL,
     "CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system)",
     """CREATE TABLE IF NOT EXISTS watermarks (
         name  TEXT PRIMARY KEY,

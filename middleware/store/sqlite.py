@@ -21,22 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from middleware.store.base import RecordRef
-from middleware.store.links import link_statements, write_link
+from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 
 BUSY_TIMEOUT_MS = 30_000
 # Well under SQLITE_MAX_VARIABLE_NUMBER even on old builds (999), leaving room for `route`.
 _IN_CHUNK = 500
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS xref (
-    src_system TEXT NOT NULL,
-    src_entity TEXT NOT NULL,
-    src_id     TEXT NOT NULL,
-    dst_system TEXT NOT NULL,
-    dst_entity TEXT NOT NULL,
-    dst_id     TEXT NOT NULL,
-    PRIMARY KEY (src_system, src_entity, src_id, dst_system)
-);
+_SCHEMA = (
+    XREF_TABLE_DDL
+    + """;
 CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system);
 CREATE TABLE IF NOT EXISTS watermarks (
     name  TEXT PRIMARY KEY,
@@ -48,6 +41,7 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (route, key)
 ) WITHOUT ROWID;
 """
+)
 
 # Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
