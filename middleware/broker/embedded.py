@@ -10,8 +10,11 @@ How it works
 ------------
 * One table of messages. A message row belongs to one queue; `publish` writes one row per
   queue whose binding matches (AMQP topic semantics), or one row in `UNROUTED_QUEUE`.
-* `fetch` leases rows: in one `BEGIN IMMEDIATE` transaction it takes the oldest visible rows
-  and pushes their `visible_at` forward by the visibility timeout, stamping a lease token.
+* `fetch` leases rows: in one `BEGIN IMMEDIATE` transaction it takes the visible rows in
+  enqueue order and pushes their `visible_at` forward by the visibility timeout, stamping a
+  lease token. Enqueue order, not visibility order: a message whose consumer died comes back
+  at its old place, ahead of a later version of the same record published meanwhile (which
+  would otherwise be written first, without the cross-reference the earlier one creates).
   A consumer that dies (even by SIGKILL) simply never acks; its rows become visible again
   after the timeout, or at once when a broker opens and finds the lease owner's process gone.
 * `ack` deletes, `retry_later` rewrites body/headers and `visible_at` in place, `dead_letter`
@@ -67,6 +70,7 @@ CREATE TABLE IF NOT EXISTS messages (
     enqueued_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at, id);
+CREATE INDEX IF NOT EXISTS messages_in_order ON messages (queue, id);
 CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (queue, message_id);
 CREATE TABLE IF NOT EXISTS bindings (
     queue TEXT NOT NULL,
@@ -259,7 +263,11 @@ class EmbeddedBroker:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT id, message_id, routing_key, headers, body, deliveries FROM messages "
-                "WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+                "INDEXED BY messages_in_order "  # walk in id order; no sort of the whole backlog
+                # Oldest first by *enqueue order*, not by when a row became visible: a message
+                # whose consumer died (or that was handed back) keeps its place ahead of later
+                # versions of the same record instead of queueing behind everything.
+                "WHERE queue = ? AND visible_at <= ? ORDER BY id LIMIT ?",
                 (queue, now, max_messages),
             ).fetchall()
             if not rows:

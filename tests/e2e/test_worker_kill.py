@@ -78,7 +78,9 @@ def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     state = erp.state()
     refs = [a["external_ref"] for a in erp.accounts.values()]
     assert kills == 3
-    assert len(refs) == CUSTOMERS == len(set(refs)), "an account was created twice or lost"
+    twice = sorted({r for r in refs if refs.count(r) > 1})
+    effects = [e for e in state["effects"] if any(e["key"].startswith(f"crm:customer:{r}@") for r in twice)]
+    assert len(refs) == CUSTOMERS == len(set(refs)), f"created twice: {twice}; their writes: {effects}"
     assert set(refs) == {f"C-{1001 + i}" for i in range(CUSTOMERS)}
     assert max(state["applied_counts"].values()) == 1, "a write was applied twice"
     assert worker.returncode == 0, log.read_text()[-2000:]
