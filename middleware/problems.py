@@ -7,12 +7,12 @@ Shared by the config loader and the mapping loader so that every YAML error read
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ValidationError
 
 from middleware.errors import Problem
+from middleware.redact import mask_url_credentials
 from middleware.yamlsource import YamlDocument, YamlPath
 
 
@@ -59,7 +59,7 @@ def problems_from_validation(
             continue
         message = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], dict | list):
-            message += f" (got {_without_credentials(repr(err['input']))})"
+            message += f" (got {mask_url_credentials(repr(err['input']))})"
         problems.append(Problem(message, doc.locate(path), render_path(path), hint))
     return problems
 
@@ -96,11 +96,3 @@ def _first_model(annotation: object, typing: object) -> object:
         if found is not None:
             return found
     return None
-
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s']*):[^/@\s']*@")
-
-
-def _without_credentials(text: str) -> str:
-    """Mask `user:password@` in URLs: a config error must never print a password."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

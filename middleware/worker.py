@@ -24,6 +24,7 @@ from middleware.config import LoadedConfig
 from middleware.mapping_runtime import build_route_mapper
 from middleware.observability import DLQ_SIZE, QUEUE_DEPTH, HealthServer, configure_logging
 from middleware.poller import SourcePoller
+from middleware.redact import redact_url
 from middleware.route import BatchOutcome, RouteProcessor
 from middleware.store import open_store
 from middleware.store.base import Store
@@ -117,7 +118,7 @@ class Worker:
             "worker_started",
             routes=[p.queue for p in self.processors],
             sources=[p.config.name for p in self.pollers],
-            broker=_redact(self._broker_url),
+            broker=redact_url(self._broker_url),
             metrics_port=self.health.port if self.health else None,
         )
         return self
@@ -218,14 +219,3 @@ class Worker:
                 log.warning("broker_close_failed", error=str(exc))
         self.store.close()
         log.info("worker_stopped", applied={k: v.applied for k, v in self.stats.items()})
-
-
-def _redact(url: str) -> str:
-    """Never log a password that sits in a broker or store URL."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

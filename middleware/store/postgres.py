@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from middleware.redact import redact_url as redact
 from middleware.store.base import RecordRef
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 
@@ -52,20 +53,6 @@ def split_schema(url: str) -> tuple[str, str | None]:
     schema = next((value for name, value in query if name == "schema"), None)
     rest = urlencode([(name, value) for name, value in query if name != "schema"])
     return urlunsplit(parts._replace(query=rest)), (schema or None)
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages and reprs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(name == "password" for name, _ in query):
-        query = [(name, "***" if name == "password" else value) for name, value in query]
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresStore:

@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from middleware.redact import redact_url as redact
 from middleware.store import RecordRef, Store, open_store
-from middleware.store.postgres import PostgresStore, redact, split_schema
+from middleware.store.postgres import PostgresStore, split_schema
 from middleware.store.sqlite import SqliteStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
