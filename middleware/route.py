@@ -177,8 +177,6 @@ class RouteProcessor:
                 skipped_keys.append(key)
                 to_ack.append(delivery)
                 continue
-            source_ref = self._source_ref(envelope)
-            target = self.store.lookup(source_ref, self.config.to.system)
             pending.append(
                 _Pending(
                     delivery,
@@ -187,11 +185,15 @@ class RouteProcessor:
                         entity=self.config.to.entity,
                         record=record,
                         key=key,
-                        target_id=target.id if target else None,
                         correlation_id=envelope.correlation_id,
                     ),
                 )
             )
+        # the target ids the cross-reference knows, for the whole batch in one round trip
+        known = self.store.lookup_many([self._source_ref(p.envelope) for p in pending], self.config.to.system)
+        for item in pending:
+            target = known.get(self._source_ref(item.envelope))
+            item.request.target_id = target.id if target else None
 
         applied_keys: list[str] = list(skipped_keys)
         links: list[tuple[RecordRef, RecordRef]] = []

@@ -31,6 +31,9 @@ class Store(Protocol):
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         """The record in `other_system` linked to `ref`, if any."""
 
+    def lookup_many(self, refs: Sequence[RecordRef], other_system: str) -> dict[RecordRef, RecordRef]:
+        """`lookup` for a whole batch in one round trip; refs without a link are left out."""
+
     def get_watermark(self, name: str) -> str | None: ...
 
     def set_watermark(self, name: str, value: str) -> None: ...

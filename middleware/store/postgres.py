@@ -142,6 +142,22 @@ class PostgresStore:
         row = self._run(work)
         return RecordRef(other_system, row[0], row[1]) if row else None
 
+    def lookup_many(self, refs: Sequence[RecordRef], other_system: str) -> dict[RecordRef, RecordRef]:
+        unique = list(dict.fromkeys(refs))
+        if not unique:
+            return {}
+
+        def work(conn: psycopg.Connection) -> list[tuple[str, str, str, str, str]]:
+            return conn.execute(  # type: ignore[return-value]
+                "SELECT x.s, x.e, x.i, xref.dst_entity, xref.dst_id "
+                "FROM unnest(%s::text[], %s::text[], %s::text[]) AS x(s, e, i) "
+                "JOIN xref ON xref.src_system = x.s AND xref.src_entity = x.e AND xref.src_id = x.i "
+                "AND xref.dst_system = %s",
+                ([r.system for r in unique], [r.entity for r in unique], [r.id for r in unique], other_system),
+            ).fetchall()
+
+        return {RecordRef(s, e, i): RecordRef(other_system, de, di) for s, e, i, de, di in self._run(work)}
+
     # ----- watermarks -----------------------------------------------------------------
     def get_watermark(self, name: str) -> str | None:
         def work(conn: psycopg.Connection) -> str | None:

@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS applied (
 # Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
 _LINK_SQL = link_statements("?")
+_LOOKUP = (
+    "SELECT dst_entity, dst_id FROM xref WHERE src_system = ? AND src_entity = ? AND src_id = ? AND dst_system = ?"
+)
 
 
 class SqliteStore:
@@ -102,12 +105,17 @@ class SqliteStore:
 
     def lookup(self, ref: RecordRef, other_system: str) -> RecordRef | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT dst_entity, dst_id FROM xref "
-                "WHERE src_system = ? AND src_entity = ? AND src_id = ? AND dst_system = ?",
-                (ref.system, ref.entity, ref.id, other_system),
-            ).fetchone()
+            row = self._conn.execute(_LOOKUP, (ref.system, ref.entity, ref.id, other_system)).fetchone()
         return RecordRef(other_system, row[0], row[1]) if row else None
+
+    def lookup_many(self, refs: Sequence[RecordRef], other_system: str) -> dict[RecordRef, RecordRef]:
+        found: dict[RecordRef, RecordRef] = {}
+        with self._lock:  # one lock for the batch; each lookup is an index probe in this process
+            for ref in dict.fromkeys(refs):
+                row = self._conn.execute(_LOOKUP, (ref.system, ref.entity, ref.id, other_system)).fetchone()
+                if row:
+                    found[ref] = RecordRef(other_system, row[0], row[1])
+        return found
 
     # ----- watermarks -----------------------------------------------------------------
     def get_watermark(self, name: str) -> str | None:

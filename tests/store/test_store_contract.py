@@ -322,3 +322,14 @@ def test_absolute_sqlite_url_ignores_base_dir(tmp_path: Path, slashes: str) -> N
 def test_unknown_store_url_scheme_is_an_error(url: str) -> None:
     with pytest.raises(ValueError, match="unknown store URL scheme"):
         open_store(url)
+
+
+def test_lookup_many_answers_a_batch_like_lookup_does(store: Store) -> None:
+    for n in range(0, 300, 2):  # every second customer is linked
+        store.link(RecordRef("crm", "customer", f"C-{n}"), RecordRef("erp", "account", f"A-{n}"))
+    store.link(RecordRef("crm", "order", "C-1"), RecordRef("erp", "sales_order", "SO-1"))  # same id, other entity
+    refs = [RecordRef("crm", "customer", f"C-{n}") for n in range(300)] + [RecordRef("crm", "order", "C-1")]
+    found = store.lookup_many([*refs, refs[0]], "erp")
+    assert found == {ref: hit for ref in refs if (hit := store.lookup(ref, "erp")) is not None}
+    assert len(found) == 151 and found[RecordRef("crm", "order", "C-1")] == RecordRef("erp", "sales_order", "SO-1")
+    assert store.lookup_many([], "erp") == {}
