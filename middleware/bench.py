@@ -326,11 +326,20 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
         erp.wait(10)
 
 
+def _step(text: str) -> None:
+    """Progress on stderr, so stdout stays the one JSON object `--json` promises."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
 def run_bench(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"machine_cores": os.cpu_count(), "python": sys.version.split()[0]}
+    steps = 3
+    _step(f"1/{steps} mapping engine vs hand-written Python ({0.5 if quick else 3.0:.1f} s)")
     results.update(bench_mapping(0.5 if quick else 3.0))
     events = 1000 if quick else 10000
+    _step(f"2/{steps} embedded broker end to end, one worker process ({events} events)")
     results.update(bench_embedded_e2e(events))
+    _step(f"3/{steps} embedded broker end to end, two worker processes ({events} events)")
     results.update(bench_embedded_e2e(events, processes=2))
     return results
 
