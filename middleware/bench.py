@@ -326,6 +326,102 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
         erp.wait(10)
 
 
+def bench_embedded_broker(messages: int) -> dict[str, Any]:
+    """The embedded broker alone: durable publishes and fetch+ack, in batches of 100."""
+    from middleware.broker import open_broker
+    from middleware.broker.base import OutgoingMessage
+
+    with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
+        broker = open_broker(f"embedded:///{tmp}/broker.db")
+        broker.setup_route("bench", ["#"])
+        batch = [OutgoingMessage("customer.upserted", b"x" * 500) for _ in range(100)]
+        started = time.perf_counter()
+        for _ in range(messages // 100):
+            broker.publish(batch)
+        published = time.perf_counter() - started
+        started = time.perf_counter()
+        taken = 0
+        while taken < messages:
+            deliveries = broker.fetch("bench", 100, 1.0)
+            broker.ack(deliveries)
+            taken += len(deliveries)
+        consumed = time.perf_counter() - started
+        broker.close()
+    return {
+        "embedded_broker_publish_per_s": round(messages / published),
+        "embedded_broker_fetch_ack_per_s": round(messages / consumed),
+    }
+
+
+def bench_rest_writes(writes: int) -> dict[str, Any]:
+    """Writes into the sample ERP, 8 at a time: the REST writer vs `requests.Session.request`.
+
+    The second figure is why the writer drives the session's urllib3 pool directly.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from adapters.rest import RestAdapter, RestSystemConfig
+    from middleware.adapter import WriteRequest
+
+    port = _free_port()
+    erp = subprocess.Popen(
+        [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        url = f"http://127.0.0.1:{port}"
+        account = {
+            "write": {
+                "mode": "create_or_update",
+                "create": {"method": "POST", "path": "/api/accounts"},
+                "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
+                "id_path": "id",
+            }
+        }
+        config = RestSystemConfig.model_validate({"base_url": url, "concurrency": 8, "entities": {"account": account}})
+        adapter = RestAdapter("erp", config)
+        writer = adapter.writer()
+        requests_ = [
+            WriteRequest(entity="account", record={"account_name": f"W{i}"}, key=f"bench:w:{i}@1")
+            for i in range(writes)
+        ]
+        started = time.perf_counter()
+        for i in range(0, writes, 200):
+            writer.write_batch(requests_[i : i + 200])
+        writer_rate = writes / (time.perf_counter() - started)
+        adapter.close()
+
+        session = requests.Session()
+        session.trust_env = False
+        session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=8, max_retries=0))
+
+        def post(i: int) -> None:
+            session.post(
+                f"{url}/api/accounts",
+                json={"account_name": f"S{i}"},
+                headers={"Idempotency-Key": f"bench:s:{i}@1"},
+                timeout=10,
+            ).raise_for_status()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(post, range(writes)))
+        session_rate = writes / (time.perf_counter() - started)
+        session.close()
+        return {
+            "rest_writer_writes_per_s": round(writer_rate),
+            "requests_session_writes_per_s": round(session_rate),
+        }
+    finally:
+        erp.terminate()
+        erp.wait(10)
+
+
 def _step(text: str) -> None:
     """Progress on stderr, so stdout stays the one JSON object `--json` promises."""
     print(f"bench: {text}", file=sys.stderr, flush=True)
@@ -333,13 +429,17 @@ def _step(text: str) -> None:
 
 def run_bench(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"machine_cores": os.cpu_count(), "python": sys.version.split()[0]}
-    steps = 3
+    steps = 5
     _step(f"1/{steps} mapping engine vs hand-written Python ({0.5 if quick else 3.0:.1f} s)")
     results.update(bench_mapping(0.5 if quick else 3.0))
     events = 1000 if quick else 10000
-    _step(f"2/{steps} embedded broker end to end, one worker process ({events} events)")
+    _step(f"2/{steps} embedded broker alone ({events * 2} messages)")
+    results.update(bench_embedded_broker(events * 2))
+    _step(f"3/{steps} REST writes into the sample ERP ({events // 2} each way)")
+    results.update(bench_rest_writes(events // 2))
+    _step(f"4/{steps} embedded broker end to end, one worker process ({events} events)")
     results.update(bench_embedded_e2e(events))
-    _step(f"3/{steps} embedded broker end to end, two worker processes ({events} events)")
+    _step(f"5/{steps} embedded broker end to end, two worker processes ({events} events)")
     results.update(bench_embedded_e2e(events, processes=2))
     return results
 

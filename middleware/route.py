@@ -113,6 +113,8 @@ class RouteProcessor:
             "seconds": PROCESSING_SECONDS.labels(config.name),
             "lag": END_TO_END_LAG.labels(config.name),
             "pipeline_lag": PIPELINE_LAG.labels(config.name),
+            "duplicate": MESSAGES_SKIPPED.labels(config.name, "duplicate"),
+            "filtered": MESSAGES_SKIPPED.labels(config.name, "filtered"),
             "last": LAST_SUCCESS.labels(config.name),
         }
 
@@ -155,7 +157,7 @@ class RouteProcessor:
         for delivery, envelope in parsed:
             key = envelope.idempotency_key
             if key in already or key in seen_in_batch:
-                MESSAGES_SKIPPED.labels(route, "duplicate").inc()
+                self._metrics["duplicate"].inc()
                 outcome.skipped += 1
                 to_ack.append(delivery)
                 continue
@@ -172,7 +174,7 @@ class RouteProcessor:
                 self._dead_letter(delivery, envelope, MappingError(f"{type(exc).__name__}: {exc}"), outcome)
                 continue
             if record is None:
-                MESSAGES_SKIPPED.labels(route, "filtered").inc()
+                self._metrics["filtered"].inc()
                 outcome.skipped += 1
                 skipped_keys.append(key)
                 to_ack.append(delivery)
