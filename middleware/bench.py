@@ -133,7 +133,7 @@ def _rate(fn: Any, records: list[dict[str, Any]], seconds: float) -> float:
 
 def bench_mapping(seconds: float) -> dict[str, float]:
     """Engine vs the same mapping written by hand, interleaved so both see the same noise."""
-    from middleware.mapping_runtime import compile_mapping_text
+    from middleware.mapping import compile_mapping_text
 
     mapping = compile_mapping_text(ORDER_MAPPING)
     records = [sample_order(i) for i in range(1000)]

@@ -7,7 +7,7 @@ decides retry versus dead-letter in one place by looking only at the class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -94,17 +94,6 @@ class MalformedMessageError(IsthmusError):
 
 class UnknownMessageTypeError(IsthmusError):
     """A message type that no route handles reached a route's queue."""
-
-
-@dataclass
-class ErrorSummary:
-    """What the dead-letter queue stores about why a message ended there."""
-
-    error_class: str
-    message: str
-    mapping: str = ""
-    attempts: int = 0
-    details: dict[str, str] = field(default_factory=dict)
 
 
 class XrefMissingError(TransientError):

@@ -1,4 +1,4 @@
-"""Glue between the mapping engine and the things that run it: worker routes, preview, bench.
+"""Glue between the mapping engine and the things that run it: worker routes and preview.
 
 The mapping package knows nothing about configs or stores; the worker knows nothing about how
 mappings compile. This module is the one place that turns a route's list of mapping ids into
@@ -16,15 +16,12 @@ from middleware.errors import ConfigError, Problem
 from middleware.mapping import (
     CompiledMapping,
     MappingChain,
-    StaticMappingContext,
     StoreMappingContext,
-    compile_mapping_text,
     load_mappings,
-    preview,
 )
 from middleware.store.base import Store
 
-__all__ = ["build_route_mapper", "compile_mapping_text", "preview_chain", "resolve_chain"]
+__all__ = ["build_route_mapper", "resolve_chain"]
 
 MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -60,18 +57,3 @@ def build_route_mapper(config: LoadedConfig, mapping_ids: Sequence[str], store: 
         return apply_validated(payload, context)
 
     return map_record, "+".join(mapping_ids)
-
-
-def preview_chain(
-    paths: Sequence[str | Path],
-    mapping_ids: Sequence[str],
-    record: dict[str, Any],
-    xrefs: dict[str, str] | None = None,
-) -> dict[str, Any] | None:
-    """What a route with these mappings would write for `record` (`isthmus preview`)."""
-    return preview(resolve_chain(paths, mapping_ids), record, xrefs or {})
-
-
-def static_context(xrefs: dict[str, str] | None = None) -> StaticMappingContext:
-    """A context with fixed links (`crm:customer:C-1` → `erp:A-7`), for previews and benches."""
-    return StaticMappingContext(xrefs or {})

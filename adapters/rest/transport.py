@@ -89,7 +89,8 @@ def send_direct(
     Why not `session.request`: per call it re-merges session settings, environment, cookies
     and hooks and builds a full `Response`, and the worker is CPU-bound on exactly this call.
     `isthmus bench` measures both (8 at a time into the sample ERP): `rest_writer_writes_per_s`
-    (about 930 in one run here) against `requests_session_writes_per_s` (about 660). Writes need none of that bookkeeping: auth and static headers are
+    (about 930 in one run here) against `requests_session_writes_per_s` (about 660).
+    Writes need none of that bookkeeping: auth and static headers are
     fixed per system (merged here), there are no cookies, redirects are not followed, retries
     are the worker's. Pool size, keep-alive and TLS settings stay those of the session.
     Errors are raised as the matching `requests` exceptions so callers classify them one way.

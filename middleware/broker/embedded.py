@@ -369,11 +369,6 @@ class EmbeddedBroker:
         with self._transaction() as db:
             return db.execute("DELETE FROM messages WHERE queue = ?", (queue,)).rowcount
 
-    def queues(self) -> list[str]:
-        """Every queue that holds messages or was declared (for `isthmus dlq list`)."""
-        rows = self._db.execute("SELECT name FROM queues UNION SELECT DISTINCT queue FROM messages ORDER BY 1")
-        return [r[0] for r in rows]
-
     def close(self) -> None:
         """Hand back whatever this instance still holds, so nobody waits out a lease."""
         if self._closed:
