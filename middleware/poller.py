@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from middleware.adapter import Reader
+from middleware.adapter import Reader, SourceRecord
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.config import SourceConfig
 from middleware.errors import IsthmusError
@@ -81,10 +81,7 @@ class SourcePoller:
         if set(at_boundary) != old:
             self.store.set_watermark(self._boundary_name, json.dumps(at_boundary))
 
-    def _message(self, record: object) -> OutgoingMessage:
-        from middleware.adapter import SourceRecord
-
-        assert isinstance(record, SourceRecord)
+    def _message(self, record: SourceRecord) -> OutgoingMessage:
         cfg = self.config
         envelope = Envelope(
             type=cfg.emits,
