@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from middleware.adapter import adapter_types, load_adapter_class
+from middleware.broker.base import QueueOptions
 from middleware.envrefs import resolve_env_refs
 from middleware.errors import ConfigError, Problem
+from middleware.logmask import DEFAULT_PII_FIELDS
 from middleware.message import MESSAGE_TYPE_PATTERN
 from middleware.problems import did_you_mean, problems_from_validation
 from middleware.yamlsource import YamlDocument, load_yaml_file
@@ -36,6 +38,29 @@ class RetryPolicy(Strict):
     multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
     max_delay_s: float = Field(default=60.0, gt=0, description="Upper bound of one delay.")
     jitter: float = Field(default=0.2, ge=0, le=1, description="± fraction of randomness per delay.")
+    delays_s: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        description="Explicit delays per retry, e.g. [1, 5, 30, 120, 600]; the last repeats. Replaces "
+        "initial_delay_s/multiplier/max_delay_s. On RabbitMQ each delay is its own retry queue.",
+    )
+
+    @field_validator("delays_s")
+    @classmethod
+    def _positive_delays(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(delay <= 0 for delay in value):
+            raise ValueError("every retry delay must be > 0 seconds")
+        return value
+
+    def nominal_delay(self, attempt: int) -> float:
+        """The delay before retry number `attempt` (1 = first), before jitter and Retry-After."""
+        if self.delays_s:
+            return self.delays_s[min(attempt, len(self.delays_s)) - 1]
+        return min(self.max_delay_s, self.initial_delay_s * self.multiplier ** max(0, attempt - 1))
+
+    def schedule(self) -> tuple[float, ...]:
+        """Every distinct delay this policy can ask for: the retry steps a broker declares."""
+        return tuple(sorted({self.nominal_delay(n) for n in range(1, max(2, self.max_attempts))}))
 
 
 class TargetSpec(Strict):
@@ -53,6 +78,30 @@ class RouteConfig(Strict):
     to: TargetSpec
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     batch_size: int = Field(default=100, ge=1, le=1000, description="Messages fetched and written per batch.")
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Queues the route is split into by record key (RabbitMQ). One record's messages stay in "
+        "order on one shard; at most this many workers apply the route at once.",
+    )
+    skip_stale: bool = Field(
+        default=True,
+        description="Skip a record's change that is older than one already applied (out of order after a "
+        "retry or a worker failover), so the target never goes back in time. Turn off for routes whose "
+        "messages are events that must each be applied.",
+    )
+    max_queue_length: int | None = Field(
+        default=1_000_000,
+        ge=1,
+        description="Messages a route queue (each shard) may hold before the broker refuses publishes "
+        "(backpressure on pollers and webhooks); null for no limit.",
+    )
+
+    def queue_options(self) -> QueueOptions:
+        return QueueOptions(
+            shards=self.shards, retry_delays_s=self.retry.schedule(), max_length=self.max_queue_length
+        )
 
     @field_validator("on")
     @classmethod
@@ -104,6 +153,10 @@ class ObservabilityConfig(Strict):
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$", description="auto: console on a TTY.")
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     depth_sample_interval_s: float = Field(default=5.0, gt=0, description="How often queue depths are read.")
+    pii_fields: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PII_FIELDS),
+        description="Keys whose values are masked in every log line (emails, phones, names, tax ids).",
+    )
 
 
 class IsthmusConfig(Strict):

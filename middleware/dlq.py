@@ -107,16 +107,16 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
     found = [d for d in broker.browse(queue, 1_000_000) if wanted is None or d.message_id in wanted]
     messages: list[OutgoingMessage] = []
     for delivery in found:
-        body = delivery.body
+        body, key = delivery.body, delivery.key
         try:
             envelope = Envelope.from_bytes(body)
-            body = envelope.model_copy(update={"attempt": 0}).to_bytes()
+            body, key = envelope.model_copy(update={"attempt": 0}).to_bytes(), envelope.record_key
         except Exception:
             pass
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-isthmus-")}
         messages.append(
             OutgoingMessage(
-                routing_key=delivery.routing_key, body=body, headers=headers, message_id=delivery.message_id
+                routing_key=delivery.routing_key, body=body, headers=headers, message_id=delivery.message_id, key=key
             )
         )
     if not messages:
@@ -136,7 +136,9 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
             seen[delivery.message_id] -= 1
         else:
             again.append(
-                OutgoingMessage(delivery.routing_key, delivery.body, dict(delivery.headers), delivery.message_id)
+                OutgoingMessage(
+                    delivery.routing_key, delivery.body, dict(delivery.headers), delivery.message_id, delivery.key
+                )
             )
     if again:
         broker.send(queue, again)

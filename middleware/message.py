@@ -80,6 +80,12 @@ class Envelope(BaseModel):
         return self.type.split(".", 1)[0]
 
     @property
+    def record_key(self) -> str:
+        """The record this change is about: brokers keep one record's messages in order by it."""
+        src = self.source
+        return f"{src.system}:{src.entity}:{src.record_id}"
+
+    @property
     def idempotency_key(self) -> str:
         """Same source record version → same key, however often it is read or delivered."""
         src = self.source

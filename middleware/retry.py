@@ -15,9 +15,10 @@ def backoff_delay(
     Jitter spreads retries of a burst so they do not hit a recovering system at once. A
     server's Retry-After is a floor: we never come back sooner than it asked.
     """
-    base = min(policy.max_delay_s, policy.initial_delay_s * policy.multiplier ** max(0, attempt - 1))
+    base = policy.nominal_delay(attempt)
     spread = base * policy.jitter
     delay = base + (rng or random).uniform(-spread, spread)
     if retry_after is not None:
         delay = max(delay, retry_after)
-    return max(0.0, min(delay, max(policy.max_delay_s, retry_after or 0.0)))
+    ceiling = max(policy.delays_s) if policy.delays_s else policy.max_delay_s
+    return max(0.0, min(delay, max(ceiling, retry_after or 0.0)))

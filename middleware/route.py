@@ -115,6 +115,7 @@ class RouteProcessor:
             "pipeline_lag": PIPELINE_LAG.labels(config.name),
             "duplicate": MESSAGES_SKIPPED.labels(config.name, "duplicate"),
             "filtered": MESSAGES_SKIPPED.labels(config.name, "filtered"),
+            "stale": MESSAGES_SKIPPED.labels(config.name, "stale"),
             "last": LAST_SUCCESS.labels(config.name),
         }
 
@@ -151,6 +152,8 @@ class RouteProcessor:
             parsed.append((delivery, envelope))
 
         already = self.store.applied(route, [env.idempotency_key for _, env in parsed]) if parsed else set()
+        check_stale = self.config.skip_stale and bool(parsed)
+        newest = self.store.latest_versions(route, [env.record_key for _, env in parsed]) if check_stale else {}
         seen_in_batch: set[str] = set()
         pending: list[_Pending] = []
         skipped_keys: list[str] = []
@@ -162,6 +165,11 @@ class RouteProcessor:
                 to_ack.append(delivery)
                 continue
             seen_in_batch.add(key)
+            if check_stale and self._is_stale(envelope, newest):
+                outcome.skipped += 1
+                skipped_keys.append(key)
+                to_ack.append(delivery)
+                continue
             try:
                 record = self.map_record(envelope.payload)
             except TransientError as exc:
@@ -199,6 +207,7 @@ class RouteProcessor:
 
         applied_keys: list[str] = list(skipped_keys)
         links: list[tuple[RecordRef, RecordRef]] = []
+        versions: dict[str, float] = {}
         if pending:
             results = self._write([p.request for p in pending])
             now = datetime.now(UTC)
@@ -208,6 +217,8 @@ class RouteProcessor:
                         target_ref = RecordRef(self.config.to.system, self.config.to.entity, str(result.target_id))
                         links.append((self._source_ref(item.envelope), target_ref))
                     applied_keys.append(item.request.key)
+                    record_key, changed = item.envelope.record_key, item.envelope.occurred_at.timestamp()
+                    versions[record_key] = max(changed, versions.get(record_key, changed))
                     to_ack.append(item.delivery)
                     # pipeline lag (intake → effect) is what Isthmus controls; end-to-end lag
                     # (source change → effect) is what the business sees, poll delay included
@@ -223,8 +234,8 @@ class RouteProcessor:
                     self._dead_letter(
                         item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome
                     )
-        if applied_keys or links:
-            self.store.mark_applied(route, applied_keys, links)
+        if applied_keys or links or versions:
+            self.store.mark_applied(route, applied_keys, links, versions if self.config.skip_stale else None)
         if to_ack:
             self.broker.ack(to_ack)
         if outcome.applied:
@@ -235,6 +246,29 @@ class RouteProcessor:
             for _ in range(len(deliveries)):
                 self._metrics["seconds"].observe(per_message)
         return outcome
+
+    def _is_stale(self, envelope: Envelope, newest: dict[str, float]) -> bool:
+        """Older than a change of the same record already applied (or ahead of it in this batch).
+
+        Brokers deliver one record's messages in order only mostly: a retried message waits
+        while later ones pass, and RabbitMQ may hand a new consumer newer messages before
+        the ones a dead consumer held. Applying such a late, older change would move the
+        record back in time in the target, so it is acked without an effect instead."""
+        record_key, changed = envelope.record_key, envelope.occurred_at.timestamp()
+        latest = newest.get(record_key)
+        if latest is not None and changed < latest:
+            self._metrics["stale"].inc()
+            log.info(
+                "message_skipped_stale",
+                route=self.config.name,
+                message_id=str(envelope.message_id),
+                correlation_id=envelope.correlation_id,
+                record=record_key,
+                changed_at=envelope.occurred_at.isoformat(),
+            )
+            return True
+        newest[record_key] = changed if latest is None else max(latest, changed)
+        return False
 
     def _write(self, requests: list[WriteRequest]) -> list[WriteResult]:
         try:

@@ -66,6 +66,8 @@ class Worker:
         self._store_url = config.model.store
         self._thread_brokers: list[Broker] = []
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probe_broker: Broker | None = None  # readiness checks get their own connection
         self.broker: Broker = open_broker(self._broker_url, base_dir=config.base_dir)
         self.store: Store = open_store(self._store_url, base_dir=config.base_dir)
 
@@ -86,7 +88,7 @@ class Worker:
     def build(self) -> None:
         model = self.config.model
         for route in model.routes:
-            self.broker.setup_route(route.name, route.on)
+            self.broker.setup_route(route.name, route.on, route.queue_options())
         self.broker.setup_route(UNROUTED_QUEUE, [])
         if self.run_routes:
             for route in model.routes:
@@ -180,11 +182,14 @@ class Worker:
     def ready(self) -> tuple[bool, str]:
         if not self.alive():
             return False, "stopping or a worker thread died"
-        try:
-            for route in self.config.model.routes[:1]:
-                self.broker.depth(route.name)
-        except Exception as exc:
-            return False, f"broker unreachable: {exc}"
+        with self._probe_lock:  # the health server may ask from several threads at once
+            try:
+                if self._probe_broker is None:
+                    self._probe_broker = self._new_broker()
+                for route in self.config.model.routes[:1]:
+                    self._probe_broker.depth(route.name)
+            except Exception as exc:
+                return False, f"broker unreachable: {exc}"
         return True, "ready"
 
     def install_signal_handlers(self) -> None:

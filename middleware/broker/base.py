@@ -32,6 +32,9 @@ H_ATTEMPTS = "x-isthmus-attempts"
 H_ROUTE = "x-isthmus-route"
 H_ORIGINAL_QUEUE = "x-isthmus-original-queue"
 H_DEAD_LETTERED_AT = "x-isthmus-dead-lettered-at"
+# The record a message is about ("system:entity:record_id"): brokers that shard a route keep
+# every message with one key on one shard, so changes to one record are applied in order.
+H_RECORD_KEY = "x-isthmus-key"
 
 
 def dlq_name(queue: str) -> str:
@@ -46,6 +49,26 @@ class OutgoingMessage:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    key: str = ""  # ordering key (the record); empty means the message id, i.e. no ordering
+
+    @property
+    def ordering_key(self) -> str:
+        return self.key or self.headers.get(H_RECORD_KEY) or self.message_id
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """Per-route queue settings from the config; each broker honours what it can (see README).
+
+    `shards` > 1 splits the route into that many queues by ordering key, each with a single
+    active consumer, so one record's messages stay in order while N workers share the route.
+    `retry_delays_s` are the delayed-retry steps a broker may declare up front; `max_length`
+    bounds the queue so producers are refused (backpressure) instead of the broker filling up.
+    """
+
+    shards: int = 1
+    retry_delays_s: tuple[float, ...] = ()
+    max_length: int | None = None
 
 
 @dataclass
@@ -59,12 +82,13 @@ class Delivery:
     routing_key: str
     tag: Any
     redelivered: bool = False
+    key: str = ""  # the ordering key it was published with, where the broker keeps it
 
 
 class Broker(Protocol):
     url: str
 
-    def setup_route(self, queue: str, binding_keys: Sequence[str]) -> None:
+    def setup_route(self, queue: str, binding_keys: Sequence[str], options: QueueOptions | None = None) -> None:
         """Declare `queue`, its DLQ and retry machinery, and bind it to `binding_keys`; idempotent."""
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:

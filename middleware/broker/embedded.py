@@ -48,6 +48,7 @@ from middleware.broker.base import (
     UNROUTED_QUEUE,
     Delivery,
     OutgoingMessage,
+    QueueOptions,
     dlq_name,
 )
 from middleware.broker.topics import topic_matches
@@ -182,8 +183,11 @@ class EmbeddedBroker:
             )
 
     # ----- topology -------------------------------------------------------------------
-    def setup_route(self, queue: str, binding_keys: Sequence[str]) -> None:
-        """Declare `queue` and make its bindings exactly `binding_keys` (config is the truth)."""
+    def setup_route(self, queue: str, binding_keys: Sequence[str], options: QueueOptions | None = None) -> None:
+        """Declare `queue` and make its bindings exactly `binding_keys` (config is the truth).
+
+        `options` are accepted and not needed: one SQLite queue per route, fetched in publish
+        order, with exact per-message retry delays and disk as the only length limit."""
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
             db.execute("DELETE FROM bindings WHERE queue = ?", (queue,))

@@ -1,39 +1,50 @@
 """The RabbitMQ broker: the Broker contract on pika's BlockingConnection and quorum queues.
 
-Topology, for the exchange NAME (`?exchange=NAME` in the URL, default `isthmus`)::
+Topology (names and arguments in `rabbitmq_topology`), for the exchange NAME (`?exchange=NAME`
+in the URL, default `isthmus`) and a route R::
 
-    publish ──> NAME (topic) ──binding keys──> <queue>            (quorum)
+    publish ──> NAME (topic) ──binding keys──> R   or   R.shards ──hash of x-isthmus-key──> R.shard-NN
                   │ alternate-exchange
                   └──> NAME.unrouted (fanout) ──> isthmus.unrouted (quorum)
-    retry_later ──> <queue>.retry (classic, per-message TTL) ──expired, dead-lettered──> <queue>
-    dead_letter ──> <queue>.dlq (quorum)
+    retry_later ──> R.retry-<ms>ms (quorum, TTL, one per delay step) ──expired, at-least-once──> R
+    dead_letter ──> R.dlq (quorum, reason in headers)
 
 URL: `amqp[s]://USER:PASS@HOST:PORT/VHOST?exchange=NAME&prefetch=N` plus any pika URL option
 (`heartbeat` defaults to 30 s, `blocked_connection_timeout` to 60 s). `prefetch` (default 200)
-bounds the messages one instance holds per queue, fetched or buffered.
+bounds the unacked messages per consumer (one consumer per shard).
 
-Every declaration is idempotent and happens in `setup_route`, or lazily the first time an
-instance needs a queue or the exchange. A queue that already exists with other arguments
-(say a classic queue from an older setup) is reported with what to do, not papered over.
+Declarations are idempotent: `setup_route` (the worker at start, `isthmus broker setup`)
+declares a route with its `QueueOptions`; other instances in the same process learn them
+from it, and a queue used without setup gets the defaults. A queue that exists with other
+arguments is reported with what to do (a ConfigError), not papered over.
 
 What a caller may rely on, and the limits RabbitMQ puts on the contract:
 
 * One instance is one AMQP connection and must be used by one thread only (pika's
   BlockingConnection is not thread-safe); the worker opens one per thread.
 * `publish`, `send`, `retry_later`, `dead_letter` return only after the broker confirmed
-  every message (publisher confirms, persistent messages). One confirm round trip per
-  message: simple and correct; pipelining is left for when `isthmus bench` asks for it.
-* A connection found closed is reopened once, at the start of the next call. Deliveries
-  fetched on the old connection were requeued by RabbitMQ and come back with
-  `redelivered=True`; their tags carry the channel generation, so acking or dead-lettering
-  one of them later is a no-op instead of a channel error (and no duplicate is published).
+  every message (persistent, mandatory). Confirms are pipelined (`rabbitmq_publisher`): up
+  to 1,000 in flight, one wait per batch. A nack (a full queue refusing with
+  `reject-publish`) raises `BackpressureError`; a message nothing can route raises.
+* Ordering: each route queue has a single active consumer; with `shards: N` the route is N
+  queues behind a consistent-hash exchange keyed on the record (`x-isthmus-key`), so one
+  record's messages go to one shard and are applied in publish order by one worker while N
+  workers share the route. Idle standby consumers take over when the active one dies. A
+  worker active on more than its share of busy shards (shards / workers, counted from the
+  queues' consumer counts) hands the extra ones on, between batches. A retried message
+  waits in its retry queue while later messages for the same record go ahead; the route's
+  stale-version check decides what that means for the record (see route.py).
+* A connection found closed is reopened at the start of the next call. Deliveries fetched on
+  the old connection were requeued by RabbitMQ and come back with `redelivered=True`; their
+  tags carry the channel generation, so acking or dead-lettering one of them later is a
+  no-op instead of a channel error (and no duplicate is published).
 * Heartbeats are only answered while the instance is inside a call: a batch that takes
   longer than about two heartbeat intervals loses the connection, and its messages are
   redelivered (the worker's idempotency keys make that harmless).
 * `depth` counts ready messages and delayed retries; messages fetched but not yet acked
-  are not counted (RabbitMQ reports only ready messages).
-* A retry queue expires messages only from its head, so a short delay queued behind a long
-  one waits for it: `retry_later` guarantees "not before `delay_s`", not "exactly then".
+  are not counted (RabbitMQ reports only ready messages without the management API).
+* Retry delays are rounded to the route's declared steps (each step is its own queue, so
+  a short delay never waits behind a long one); jitter is not applied.
 * `setup_route` only adds bindings: without the management API a binding removed from the
   config cannot be found to be removed; unbind it by hand (messages it still routes are
   dead-lettered by the route as an unknown type, never lost).
@@ -43,6 +54,9 @@ What a caller may rely on, and the limits RabbitMQ puts on the contract:
 
 from __future__ import annotations
 
+import math
+import random
+import threading
 import time
 import uuid
 from collections import deque
@@ -58,15 +72,18 @@ import pika.exceptions
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from middleware.broker import rabbitmq_topology as topo
 from middleware.broker.base import (
-    DLQ_SUFFIX,
     H_ERROR,
     H_ERROR_CLASS,
+    H_RECORD_KEY,
     UNROUTED_QUEUE,
     Delivery,
     OutgoingMessage,
+    QueueOptions,
     dlq_name,
 )
+from middleware.broker.rabbitmq_publisher import ConfirmingPublisher, Publication
 from middleware.errors import ConfigError, IsthmusError, Problem, TransientError
 
 log = structlog.get_logger("isthmus.broker.rabbitmq")
@@ -75,22 +92,22 @@ DEFAULT_EXCHANGE = "isthmus"
 DEFAULT_PREFETCH = 200
 DEFAULT_HEARTBEAT_S = 30
 DEFAULT_BLOCKED_TIMEOUT_S = 60
-RETRY_SUFFIX = ".retry"
+REBALANCE_INTERVAL_S = 5.0
 
 # The message type travels in a header: `send`, retries and dead letters go through the
 # default exchange, whose routing key is the queue name, and replay needs the type back.
 H_ROUTING_KEY = "x-isthmus-routing-key"
 # RabbitMQ's own bookkeeping; copied onto a retried message it would only confuse the broker.
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
-_QUORUM = {"x-queue-type": "quorum"}
 _NOT_FOUND = 404
 _PRECONDITION_FAILED = 406
+_COMMAND_INVALID = 503
 
 T = TypeVar("T")
 
 
-def retry_queue_name(queue: str) -> str:
-    return queue + RETRY_SUFFIX
+class BackpressureError(TransientError):
+    """A full queue refused messages (`x-overflow: reject-publish`): publish them again later."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,18 @@ class _Tag:
 
     generation: int
     delivery_tag: int
+
+
+@dataclass(frozen=True)
+class _RouteSetup:
+    binding_keys: tuple[str, ...]
+    options: QueueOptions
+
+
+# What `setup_route` declared, per (server, exchange, queue): every instance in this process
+# (one per worker thread) must agree on a route's shards and retry steps.
+_KNOWN_ROUTES: dict[tuple[str, str, str], _RouteSetup] = {}
+_KNOWN_LOCK = threading.Lock()
 
 
 def parse_rabbitmq_url(url: str) -> tuple[pika.URLParameters, str, int]:
@@ -158,14 +187,19 @@ class RabbitMqBroker:
         self._password = unquote(parts.password or "")
         self._connection: BlockingConnection | None = None
         self._consume: BlockingChannel | None = None  # consumers, acks, nacks
-        self._publish: BlockingChannel | None = None  # confirm mode
+        self._publisher: ConfirmingPublisher | None = None  # pipelined confirms
         self._admin: BlockingChannel | None = None  # declarations; a failure here kills nothing else
         self._generation = 0
-        self._consumers: dict[str, str] = {}  # queue -> consumer tag
-        self._buffers: dict[str, deque[Delivery]] = {}
-        self._unacked: set[int] = set()  # seen on the consume channel, not yet settled
+        self._consumers: dict[str, str] = {}  # shard queue -> consumer tag
+        self._buffers: dict[str, deque[Delivery]] = {}  # route queue -> fetched, not yet handed out
+        self._unacked: dict[int, str] = {}  # delivery tag on the consume channel -> shard queue
+        self._handed_out: set[int] = set()  # unacked tags a `fetch` returned (the rest are buffered)
+        self._last_delivery: dict[str, float] = {}  # shard queue -> monotonic time
+        self._next_rebalance: dict[str, float] = {}
+        self.rebalance_interval_s = REBALANCE_INTERVAL_S
         self._exchange_ready = False
         self._declared: set[str] = set()
+        self._sharded_by_probe: dict[str, bool] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -174,6 +208,27 @@ class RabbitMqBroker:
     @property
     def unrouted_exchange(self) -> str:
         return self.exchange + ".unrouted"
+
+    # ----- what a route looks like ------------------------------------------------------
+    def _known(self, queue: str) -> _RouteSetup | None:
+        return _KNOWN_ROUTES.get((self._where, self.exchange, queue))
+
+    def options(self, queue: str) -> QueueOptions:
+        known = self._known(queue)
+        return known.options if known else QueueOptions()
+
+    def shard_queues(self, queue: str) -> list[str]:
+        """The queues that hold `queue`'s messages (itself, or its shards)."""
+        return topo.shard_queues(queue, self.options(queue).shards)
+
+    def retry_queues(self, queue: str) -> list[str]:
+        return [topo.retry_queue(queue, step) for step in topo.retry_steps_ms(self.options(queue))]
+
+    def _holding_queues(self, queue: str) -> list[str]:
+        """Every queue whose messages count as `queue`'s: shards and delayed retries."""
+        if topo.is_auxiliary(queue) or queue == UNROUTED_QUEUE:
+            return [queue]
+        return [*self.shard_queues(queue), *self.retry_queues(queue)]
 
     # ----- connection and channels ----------------------------------------------------
     def _conn(self) -> BlockingConnection:
@@ -193,7 +248,8 @@ class RabbitMqBroker:
     def _drop_connection(self) -> None:
         """Forget the connection and everything tied to it; RabbitMQ requeues what it held."""
         connection, self._connection = self._connection, None
-        self._consume = self._publish = self._admin = None
+        self._consume = self._admin = None
+        self._publisher = None
         self._reset_consume_state()
         if connection is not None and connection.is_open:
             with suppress(Exception):
@@ -203,6 +259,8 @@ class RabbitMqBroker:
         self._consumers.clear()
         self._buffers.clear()
         self._unacked.clear()
+        self._handed_out.clear()
+        self._last_delivery.clear()
 
     def _consume_channel(self) -> BlockingChannel:
         if self._consume is None or not self._consume.is_open:
@@ -214,12 +272,10 @@ class RabbitMqBroker:
             self._generation += 1
         return self._consume
 
-    def _publish_channel(self) -> BlockingChannel:
-        if self._publish is None or not self._publish.is_open:
-            channel = self._conn().channel()
-            channel.confirm_delivery()
-            self._publish = channel
-        return self._publish
+    def _publish_channel(self) -> ConfirmingPublisher:
+        if self._publisher is None or not self._publisher.is_open:
+            self._publisher = ConfirmingPublisher(self._conn())
+        return self._publisher
 
     def _admin_channel(self) -> BlockingChannel:
         if self._admin is None or not self._admin.is_open:
@@ -249,22 +305,36 @@ class RabbitMqBroker:
         with self._connection_guard(action):
             try:
                 return operation()
-            except pika.exceptions.AMQPConnectionError as exc:
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionWrongStateError) as exc:
                 log.warning("rabbitmq_reconnecting", action=action, error=self._describe(exc))
                 self._drop_connection()
             return operation()
 
     # ----- topology -------------------------------------------------------------------
-    def setup_route(self, queue: str, binding_keys: Sequence[str]) -> None:
-        """Declare `queue`, its DLQ and retry queue, and bind it; existing bindings stay."""
+    def setup_route(self, queue: str, binding_keys: Sequence[str], options: QueueOptions | None = None) -> None:
+        """Declare the route's queues (shards, retry steps, DLQ) and bind it; existing bindings stay."""
+        options = options or QueueOptions()
+        with _KNOWN_LOCK:
+            known = self._known(queue)
+            keys = tuple(dict.fromkeys([*(known.binding_keys if known else ()), *binding_keys]))
+            _KNOWN_ROUTES[(self._where, self.exchange, queue)] = _RouteSetup(keys, options)
+        self._declared.discard(queue)
 
         def declare() -> None:
             self._ensure_exchange()
             self._ensure_queues(queue)
-            for key in binding_keys:
-                self._admin_channel().queue_bind(queue, self.exchange, routing_key=key)
+            self._bind(queue, binding_keys)
 
         self._reconnecting(f"setup of queue {queue!r}", declare)
+
+    def _bind(self, queue: str, binding_keys: Sequence[str]) -> None:
+        admin = self._admin_channel()
+        sharded = self.options(queue).shards > 1
+        for key in binding_keys:
+            if sharded:
+                admin.exchange_bind(topo.shard_exchange(queue), self.exchange, routing_key=key)
+            else:
+                admin.queue_bind(queue, self.exchange, routing_key=key)
 
     def _ensure_exchange(self) -> None:
         if self._exchange_ready:
@@ -281,23 +351,72 @@ class RabbitMqBroker:
         self._exchange_ready = True
 
     def _ensure_queues(self, queue: str) -> None:
-        """Declare `queue` (quorum), its DLQ (quorum) and its retry queue, once per instance.
-
-        A DLQ is declared alone: it has no DLQ or retry queue of its own."""
+        """Declare a route's queues once per instance: its shard queues (and their consistent-hash
+        exchange), its retry steps and its DLQ. A DLQ, retry or unrouted queue is declared alone."""
         if queue in self._declared:
             return
-        retry = {"x-queue-type": "classic", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-        queues: tuple[tuple[str, dict[str, str]], ...] = ((queue, _QUORUM),)
-        if not queue.endswith(DLQ_SUFFIX):
-            queues += ((dlq_name(queue), _QUORUM), (retry_queue_name(queue), retry))
-        for name, arguments in queues:
+        if self._known(queue) is None and not topo.is_auxiliary(queue) and self._exists_elsewhere(queue):
+            self._declared.add(queue)  # set up by another process with options unknown here: leave it be
+            return
+        options = self.options(queue)
+        declarations: list[tuple[str, dict[str, Any]]]
+        if topo.is_auxiliary(queue) or queue == UNROUTED_QUEUE:
+            declarations = [(queue, topo.dlq_arguments())]
+        else:
+            if options.shards > 1:
+                self._declare_shard_exchange(queue)
+            route_arguments = topo.route_queue_arguments(options)
+            declarations = [(name, route_arguments) for name in topo.shard_queues(queue, options.shards)]
+            declarations.append((dlq_name(queue), topo.dlq_arguments()))
+            declarations.extend(
+                (topo.retry_queue(queue, step), topo.retry_queue_arguments(queue, options, step))
+                for step in topo.retry_steps_ms(options)
+            )
+        for name, arguments in declarations:
             hint = (
                 f"delete it (rabbitmqctl delete_queue {name}) if it holds nothing you need, "
                 "or use another route name or ?exchange= in the broker URL"
             )
             with self._declaring(f"queue {name!r}", hint):
                 self._admin_channel().queue_declare(name, durable=True, arguments=arguments)
+        if options.shards > 1:
+            for name in topo.shard_queues(queue, options.shards):
+                self._admin_channel().queue_bind(name, topo.shard_exchange(queue), routing_key="1")
+            presence = topo.presence_queue(queue)
+            with self._declaring(f"queue {presence!r}", f"delete it (rabbitmqctl delete_queue {presence})"):
+                self._admin_channel().queue_declare(presence, durable=True, arguments=topo.presence_queue_arguments())
         self._declared.add(queue)
+
+    def _exists_elsewhere(self, queue: str) -> bool:
+        if queue == UNROUTED_QUEUE:
+            return False
+        if self._is_sharded(queue):
+            return True
+        try:
+            self._admin_channel().queue_declare(queue, passive=True)
+            return True
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _NOT_FOUND:
+                raise
+            return False
+
+    def _declare_shard_exchange(self, queue: str) -> None:
+        name = topo.shard_exchange(queue)
+        try:
+            with self._declaring(f"exchange {name!r}", f"delete it (rabbitmqctl delete_exchange {name}) and restart"):
+                self._admin_channel().exchange_declare(
+                    name, topo.CONSISTENT_HASH, durable=True, arguments=topo.shard_exchange_arguments()
+                )
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _COMMAND_INVALID:
+                raise
+            raise ConfigError(
+                Problem(
+                    f"route {queue!r} has shards > 1, which needs RabbitMQ's consistent-hash exchange: "
+                    f"{exc.reply_text}",
+                    hint=f"run `rabbitmq-plugins enable {topo.CONSISTENT_HASH_PLUGIN}` on the broker, or set shards: 1",
+                )
+            ) from None
 
     @contextmanager
     def _declaring(self, what: str, hint: str) -> Iterator[None]:
@@ -310,73 +429,112 @@ class RabbitMqBroker:
                 Problem(f"RabbitMQ {what} already exists with different settings: {exc.reply_text}", hint=hint)
             ) from None
 
+    def _forget_topology(self) -> None:
+        """Declare again on next use: something was deleted under this instance."""
+        self._exchange_ready = False
+        self._declared.clear()
+        self._sharded_by_probe.clear()
+
+    def _redeclare_everything(self) -> None:
+        self._forget_topology()
+        self._ensure_exchange()
+        with _KNOWN_LOCK:
+            routes = [(q, r) for (w, x, q), r in _KNOWN_ROUTES.items() if (w, x) == (self._where, self.exchange)]
+        for queue, setup in routes:
+            self._ensure_queues(queue)
+            self._bind(queue, setup.binding_keys)
+
     # ----- producing ------------------------------------------------------------------
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
         with self._connection_guard("publish"):
             self._ensure_exchange()
-            for message in messages:
-                self._confirmed(self.exchange, message.routing_key, message, self._reset_exchange)
+            targets = [(self.exchange, m.routing_key) for m in messages]
+            self._publish_confirmed(targets, messages, self._redeclare_everything)
 
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        """Straight onto `queue` (replay): through its shard exchange when it is sharded, so a
+        replayed message lands on its record's shard."""
         if not messages:
             return
         with self._connection_guard(f"send to {queue!r}"):
-            for message in messages:
-                self._confirmed("", queue, message, partial(self._redeclare, queue))
+            self._ensure_queues(queue)
+            target = (topo.shard_exchange(queue), "") if self._is_sharded(queue) else ("", queue)
+            self._publish_confirmed([target] * len(messages), messages, partial(self._redeclare, queue))
 
-    def _confirmed(
+    def _is_sharded(self, queue: str) -> bool:
+        if topo.is_auxiliary(queue) or queue == UNROUTED_QUEUE:
+            return False
+        if self._known(queue) is not None:
+            return self.options(queue).shards > 1
+        if queue not in self._sharded_by_probe:  # set up by another process: look for its exchange
+            try:
+                self._admin_channel().exchange_declare(topo.shard_exchange(queue), passive=True)
+                self._sharded_by_probe[queue] = True
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != _NOT_FOUND:
+                    raise
+                self._sharded_by_probe[queue] = False
+        return self._sharded_by_probe[queue]
+
+    def _publish_confirmed(
         self,
-        exchange: str,
-        routing_key: str,
-        message: OutgoingMessage,
+        targets: Sequence[tuple[str, str]],
+        messages: Sequence[OutgoingMessage],
         on_unroutable: Callable[[], None],
-        expiration: str | None = None,
     ) -> None:
-        """Publish one persistent message and wait for the confirm; an unroutable one is retried
-        once after `on_unroutable` declared what was missing (mandatory: never dropped silently)."""
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message.message_id,
-            headers={**message.headers, H_ROUTING_KEY: message.routing_key},
-            expiration=expiration,
-        )
+        """Publish persistent, mandatory messages with pipelined confirms. Unroutable ones are
+        published once more after `on_unroutable` declared what was missing, never dropped."""
+        publications = [
+            Publication(exchange, routing_key, message.body, self._properties(message))
+            for (exchange, routing_key), message in zip(targets, messages, strict=True)
+        ]
         for attempt in (1, 2):
             try:
-                self._publish_channel().basic_publish(exchange, routing_key, message.body, properties, mandatory=True)
-                return
-            except pika.exceptions.UnroutableError:
-                if attempt == 2:
-                    raise TransientError(
-                        f"RabbitMQ could not route message {message.message_id} to "
-                        f"{routing_key!r} on exchange {exchange or '(default)'!r}",
-                        system="rabbitmq",
-                    ) from None
-                on_unroutable()
-            except pika.exceptions.NackError:
-                raise TransientError(
-                    f"RabbitMQ refused (nacked) message {message.message_id} for {routing_key!r}; it was not stored",
-                    system="rabbitmq",
-                ) from None
+                report = self._publish_channel().publish_all(publications)
             except pika.exceptions.ChannelClosedByBroker as exc:  # e.g. the exchange was deleted
                 self._forget_topology()
                 raise TransientError(
                     f"RabbitMQ closed the publish channel: {exc.reply_text}", system="rabbitmq"
                 ) from None
+            if report.nacked:
+                raise BackpressureError(
+                    f"RabbitMQ refused {len(report.nacked)} of {len(publications)} messages "
+                    f"(first {messages[report.nacked[0]].message_id} for {targets[report.nacked[0]][1]!r}): "
+                    "the queue is full (max_length) or the broker is out of resources; "
+                    "publish them again later",
+                    system="rabbitmq",
+                )
+            if not report.returned:
+                return
+            first = report.returned[0]
+            if attempt == 2:
+                exchange, routing_key = targets[first]
+                raise TransientError(
+                    f"RabbitMQ could not route {len(report.returned)} message(s), e.g. "
+                    f"{messages[first].message_id} to {routing_key!r} on exchange {exchange or '(default)'!r}",
+                    system="rabbitmq",
+                )
+            log.warning("rabbitmq_unroutable_redeclaring", count=len(report.returned))
+            on_unroutable()
+            publications = [publications[i] for i in report.returned]
+            targets = [targets[i] for i in report.returned]
+            messages = [messages[i] for i in report.returned]
 
-    def _forget_topology(self) -> None:
-        """Declare again on next use: something was deleted under this instance."""
-        self._exchange_ready = False
-        self._declared.clear()
-
-    def _reset_exchange(self) -> None:
-        self._forget_topology()
-        self._ensure_exchange()
+    @staticmethod
+    def _properties(message: OutgoingMessage, expiration: str | None = None) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message.message_id,
+            headers={**message.headers, H_ROUTING_KEY: message.routing_key, H_RECORD_KEY: message.ordering_key},
+            expiration=expiration,
+        )
 
     def _redeclare(self, queue: str) -> None:
         self._declared.discard(queue)
+        self._sharded_by_probe.pop(queue, None)
         self._ensure_queues(queue)
 
     # ----- consuming ------------------------------------------------------------------
@@ -389,27 +547,82 @@ class RabbitMqBroker:
 
     def _fetch(self, queue: str, max_messages: int, timeout_s: float) -> list[Delivery]:
         channel = self._consume_channel()
-        if queue not in self._consumers:
+        shards = self.shard_queues(queue)
+        missing = [shard for shard in shards if shard not in self._consumers]
+        if missing:
             self._ensure_queues(queue)
-            callback = partial(self._on_message, queue, self._generation)
-            self._consumers[queue] = channel.basic_consume(queue, callback)
+            random.shuffle(missing)  # workers started together then split the shards between them
+            for shard in missing:
+                self._subscribe(channel, queue, shard)
+            presence = topo.presence_queue(queue)
+            if len(shards) > 1 and presence not in self._consumers:
+                self._consumers[presence] = channel.basic_consume(presence, _ignore_delivery)
+        elif len(shards) > 1:
+            self._rebalance(channel, queue, shards)
         buffer = self._buffers.setdefault(queue, deque())
         connection = self._conn()
         connection.process_data_events(time_limit=0)
         deadline = time.monotonic() + max(0.0, timeout_s)
-        while not buffer and queue in self._consumers:
+        while not buffer and all(shard in self._consumers for shard in shards):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             connection.process_data_events(time_limit=remaining)
-        return [buffer.popleft() for _ in range(min(max_messages, len(buffer)))]
+        batch = [buffer.popleft() for _ in range(min(max_messages, len(buffer)))]
+        self._handed_out.update(d.tag.delivery_tag for d in batch)
+        return batch
+
+    def _subscribe(self, channel: BlockingChannel, queue: str, shard: str) -> None:
+        callback = partial(self._on_message, queue, shard, self._generation)
+        self._consumers[shard] = channel.basic_consume(shard, callback)
+
+    def _rebalance(self, channel: BlockingChannel, queue: str, shards: list[str]) -> None:
+        """Hand on busy shards beyond this worker's share, so N workers split a route's load.
+
+        Every worker subscribes to every shard (single active consumer) and holds a consumer on
+        the route's presence queue, whose consumer count is the number of live workers. A shard moves only when nothing from it is being
+        processed here: its consumer is cancelled (the next in line becomes active) and what
+        prefetch buffered from it goes back to the queue. RabbitMQ may hand the new consumer
+        newer messages before those returned ones; the route's stale-version check keeps a
+        record from going backwards when that happens."""
+        now = time.monotonic()
+        if now < self._next_rebalance.get(queue, 0.0):
+            return
+        self._next_rebalance[queue] = now + self.rebalance_interval_s
+        busy = [s for s in shards if now - self._last_delivery.get(s, -math.inf) < self.rebalance_interval_s]
+        if len(busy) <= 1:
+            return
+        workers = self._consumer_count(topo.presence_queue(queue))
+        share = math.ceil(len(shards) / max(1, workers))
+        processing = {self._unacked[tag] for tag in self._handed_out if tag in self._unacked}
+        for shard in [s for s in busy if s not in processing][: max(0, len(busy) - share)]:
+            channel.basic_cancel(self._consumers.pop(shard))
+            buffer = self._buffers.get(queue, deque())
+            returned = {d.tag.delivery_tag for d in buffer if self._unacked.get(d.tag.delivery_tag) == shard}
+            if returned:
+                self._buffers[queue] = deque(d for d in buffer if d.tag.delivery_tag not in returned)
+                for tag in sorted(returned):
+                    channel.basic_nack(delivery_tag=tag, multiple=False, requeue=True)
+                    self._unacked.pop(tag, None)
+            self._last_delivery.pop(shard, None)
+            self._subscribe(channel, queue, shard)  # back of the line: another worker is active now
+            log.info("rabbitmq_shard_handed_on", route=queue, shard=shard, workers=workers, share=share)
+
+    def _consumer_count(self, queue: str) -> int:
+        try:
+            return int(self._admin_channel().queue_declare(queue, passive=True).method.consumer_count)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _NOT_FOUND:
+                raise
+            return 0
 
     def _on_message(
-        self, queue: str, generation: int, _channel: Any, method: Any, properties: Any, body: bytes
+        self, queue: str, shard: str, generation: int, _channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         if generation != self._generation:
             return
-        self._unacked.add(method.delivery_tag)
+        self._unacked[method.delivery_tag] = shard
+        self._last_delivery[shard] = time.monotonic()
         self._buffers.setdefault(queue, deque()).append(
             self._delivery(queue, method, properties, body, _Tag(generation, method.delivery_tag))
         )
@@ -417,14 +630,15 @@ class RabbitMqBroker:
     def _on_cancelled(self, method_frame: Any) -> None:
         """RabbitMQ cancelled a consumer (its queue was deleted): start a new one on next fetch."""
         tag = method_frame.method.consumer_tag
-        for queue, consumer in list(self._consumers.items()):
+        for shard, consumer in list(self._consumers.items()):
             if consumer == tag:
-                del self._consumers[queue]
-                log.warning("rabbitmq_consumer_cancelled", queue=queue)
+                del self._consumers[shard]
+                log.warning("rabbitmq_consumer_cancelled", queue=shard)
 
     def _delivery(self, queue: str, method: Any, properties: Any, body: bytes, tag: _Tag) -> Delivery:
         raw = dict(properties.headers or {})
         routing_key = _text(raw.pop(H_ROUTING_KEY, None)) or method.routing_key
+        key = _text(raw.pop(H_RECORD_KEY, None))
         headers = {k: _text(v) for k, v in raw.items() if not k.startswith(_BROKER_HEADERS)}
         if queue == UNROUTED_QUEUE and method.exchange and H_ERROR_CLASS not in headers:
             headers[H_ERROR_CLASS] = "Unrouted"
@@ -441,6 +655,7 @@ class RabbitMqBroker:
             routing_key=routing_key,
             tag=tag,
             redelivered=bool(method.redelivered),
+            key=key,
         )
 
     def _live(self, deliveries: Sequence[Delivery]) -> list[int]:
@@ -470,38 +685,40 @@ class RabbitMqBroker:
         )
         for tag in [highest] if multiple else tags:
             settle(delivery_tag=tag, multiple=multiple)
-        self._unacked -= wanted
+        for tag in wanted:
+            self._unacked.pop(tag, None)
+        self._handed_out -= wanted
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         with self._connection_guard("ack"):
             self._settle(self._live(deliveries), ack=True)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Hand back at once: the queue's consumer stops first, or RabbitMQ would hand them
-        straight back to this instance; it restarts on the next fetch."""
+        """Hand back at once: the queue's consumers stop first, or RabbitMQ would hand them
+        straight back to this instance; they restart on the next fetch."""
         with self._connection_guard("requeue"):
             tags = self._live(deliveries)
             if not tags:
                 return
             assert self._consume is not None
             for queue in {d.queue for d in deliveries}:
-                consumer = self._consumers.pop(queue, None)
-                if consumer is not None:
-                    self._consume.basic_cancel(consumer)
+                for shard in self.shard_queues(queue):
+                    consumer = self._consumers.pop(shard, None)
+                    if consumer is not None:
+                        self._consume.basic_cancel(consumer)
                 tags.extend(d.tag.delivery_tag for d in self._buffers.pop(queue, ()))
             self._settle(sorted(set(tags)), ack=False)
 
     def retry_later(self, delivery: Delivery, body: bytes, headers: dict[str, str], delay_s: float) -> None:
-        """Confirmed publish to `<queue>.retry` with a per-message TTL, then ack."""
+        """Confirmed publish to the route's retry step for `delay_s`, then ack."""
         if not self._live([delivery]):
             return  # its connection is gone: RabbitMQ redelivers the original, a copy would duplicate it
         with self._connection_guard(f"retry of {delivery.message_id}"):
             self._ensure_queues(delivery.queue)
-            message = OutgoingMessage(delivery.routing_key, body, dict(headers), delivery.message_id)
-            expiration = str(max(1, int(delay_s * 1000)))
-            self._confirmed(
-                "", retry_queue_name(delivery.queue), message, partial(self._redeclare, delivery.queue), expiration
-            )
+            step = topo.pick_step(topo.retry_steps_ms(self.options(delivery.queue)), delay_s)
+            message = OutgoingMessage(delivery.routing_key, body, dict(headers), delivery.message_id, delivery.key)
+            target = ("", topo.retry_queue(delivery.queue, step))
+            self._publish_confirmed([target], [message], partial(self._redeclare, delivery.queue))
             self._settle(self._live([delivery]), ack=True)
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, str]) -> None:
@@ -511,15 +728,16 @@ class RabbitMqBroker:
         with self._connection_guard(f"dead-lettering of {delivery.message_id}"):
             self._ensure_queues(delivery.queue)
             message = OutgoingMessage(
-                delivery.routing_key, delivery.body, {**delivery.headers, **headers}, delivery.message_id
+                delivery.routing_key, delivery.body, {**delivery.headers, **headers}, delivery.message_id, delivery.key
             )
-            self._confirmed("", dlq_name(delivery.queue), message, partial(self._redeclare, delivery.queue))
+            target = ("", dlq_name(delivery.queue))
+            self._publish_confirmed([target], [message], partial(self._redeclare, delivery.queue))
             self._settle(self._live([delivery]), ack=True)
 
     # ----- inspecting -----------------------------------------------------------------
     def depth(self, queue: str) -> int:
-        """Ready messages in `queue` plus its delayed retries; unacked in-flight ones not counted."""
-        names = [queue] if queue.endswith((DLQ_SUFFIX, RETRY_SUFFIX)) else [queue, retry_queue_name(queue)]
+        """Ready messages in `queue` (all its shards) plus its delayed retries; unacked ones not counted."""
+        names = self._holding_queues(queue)
         return self._reconnecting(f"depth of {queue!r}", lambda: sum(self._ready(name) for name in names))
 
     def _ready(self, queue: str) -> int:
@@ -563,14 +781,17 @@ class RabbitMqBroker:
                 channel.close()
 
     def _get_all(self, channel: BlockingChannel, queue: str, limit: int | None) -> list[tuple[Delivery, int]]:
+        """basic.get from `queue` (from each of its shards in turn) until empty or `limit`."""
         found: list[tuple[Delivery, int]] = []
+        names = [queue] if topo.is_auxiliary(queue) or queue == UNROUTED_QUEUE else self.shard_queues(queue)
         try:
-            while limit is None or len(found) < limit:
-                method, properties, body = channel.basic_get(queue, auto_ack=False)
-                if method is None:
-                    break
-                delivery = self._delivery(queue, method, properties, body, _Tag(0, method.delivery_tag))
-                found.append((delivery, method.delivery_tag))
+            for name in names:
+                while limit is None or len(found) < limit:
+                    method, properties, body = channel.basic_get(name, auto_ack=False)
+                    if method is None:
+                        break
+                    delivery = self._delivery(queue, method, properties, body, _Tag(0, method.delivery_tag))
+                    found.append((delivery, method.delivery_tag))
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != _NOT_FOUND:
                 raise
@@ -578,7 +799,7 @@ class RabbitMqBroker:
 
     def purge(self, queue: str) -> int:
         """Empty `queue` and its delayed retries; returns how many were deleted (0 if missing)."""
-        names = [queue] if queue.endswith((DLQ_SUFFIX, RETRY_SUFFIX)) else [queue, retry_queue_name(queue)]
+        names = self._holding_queues(queue)
         return self._reconnecting(f"purge of {queue!r}", lambda: sum(self._purge_one(name) for name in names))
 
     def _purge_one(self, queue: str) -> int:
@@ -596,6 +817,10 @@ class RabbitMqBroker:
             return
         self._drop_connection()
         self._closed = True
+
+
+def _ignore_delivery(*_args: Any) -> None:
+    """The presence queue's consumer: nothing is ever sent there."""
 
 
 def _text(value: Any) -> str:

@@ -8,7 +8,7 @@ committed before the method returns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,8 +41,19 @@ class Store(Protocol):
     def applied(self, route: str, keys: Sequence[str]) -> set[str]:
         """Which of `keys` were already applied on `route` (idempotency)."""
 
-    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
-        """Remember `keys` as applied on `route`, and record `links` (as `link` does), in one
-        transaction: a batch costs one durable commit, and its links and markers land together."""
+    def latest_versions(self, route: str, record_keys: Sequence[str]) -> dict[str, float]:
+        """The newest source change time (Unix seconds) applied on `route` per record key; records
+        never applied are left out. The route skips a change older than this one (stale)."""
+
+    def mark_applied(
+        self,
+        route: str,
+        keys: Sequence[str],
+        links: Sequence[tuple[RecordRef, RecordRef]] = (),
+        versions: Mapping[str, float] | None = None,
+    ) -> None:
+        """Remember `keys` as applied on `route`, record `links` (as `link` does) and raise each
+        record's latest version to at least `versions[record_key]` (never lowers it), in one
+        transaction: a batch costs one durable commit, and everything it learned lands together."""
 
     def close(self) -> None: ...

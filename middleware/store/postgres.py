@@ -13,7 +13,7 @@ is idempotent, so repeating it is safe.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,6 +40,12 @@ _DDL = [
         route TEXT NOT NULL,
         key   TEXT NOT NULL,
         PRIMARY KEY (route, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS record_versions (
+        route      TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        changed_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (route, record_key)
     )""",
 ]
 
@@ -188,12 +194,33 @@ class PostgresStore:
 
         return self._run(work)
 
-    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
-        if not keys and not links:
+    def latest_versions(self, route: str, record_keys: Sequence[str]) -> dict[str, float]:
+        if not record_keys:
+            return {}
+        wanted = list(dict.fromkeys(record_keys))
+
+        def work(conn: psycopg.Connection) -> dict[str, float]:
+            rows = conn.execute(
+                "SELECT record_key, changed_at FROM record_versions WHERE route = %s AND record_key = ANY(%s)",
+                (route, wanted),
+            )
+            return {row[0]: float(row[1]) for row in rows}
+
+        return self._run(work)
+
+    def mark_applied(
+        self,
+        route: str,
+        keys: Sequence[str],
+        links: Sequence[tuple[RecordRef, RecordRef]] = (),
+        versions: Mapping[str, float] | None = None,
+    ) -> None:
+        if not keys and not links and not versions:
             return
         # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.
         ordered = sorted(set(keys))
         ordered_links = sorted(links, key=lambda pair: (pair[0].system, pair[0].entity, pair[0].id))
+        ordered_versions = sorted((versions or {}).items())
 
         def work(conn: psycopg.Connection) -> None:
             for a, b in ordered_links:
@@ -202,6 +229,14 @@ class PostgresStore:
                 conn.execute(
                     "INSERT INTO applied (route, key) SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
                     (route, ordered),
+                )
+            if ordered_versions:
+                conn.execute(
+                    "INSERT INTO record_versions (route, record_key, changed_at) "
+                    "SELECT %s, k, t FROM unnest(%s::text[], %s::float8[]) AS v(k, t) "
+                    "ON CONFLICT (route, record_key) DO UPDATE "
+                    "SET changed_at = GREATEST(record_versions.changed_at, EXCLUDED.changed_at)",
+                    (route, [k for k, _ in ordered_versions], [t for _, t in ordered_versions]),
                 )
 
         self._run(work)

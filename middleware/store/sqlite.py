@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS applied (
     route TEXT NOT NULL,
     key   TEXT NOT NULL,
     PRIMARY KEY (route, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS record_versions (
+    route      TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    changed_at REAL NOT NULL,
+    PRIMARY KEY (route, record_key)
 ) WITHOUT ROWID;
 """
 )
@@ -145,13 +151,38 @@ class SqliteStore:
                 found.update(row[0] for row in rows)
         return found
 
-    def mark_applied(self, route: str, keys: Sequence[str], links: Sequence[tuple[RecordRef, RecordRef]] = ()) -> None:
-        if not keys and not links:
+    def latest_versions(self, route: str, record_keys: Sequence[str]) -> dict[str, float]:
+        unique = list(dict.fromkeys(record_keys))
+        found: dict[str, float] = {}
+        with self._lock:
+            for start in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT record_key, changed_at FROM record_versions WHERE route = ? AND record_key IN ({marks})",
+                    (route, *chunk),
+                )
+                found.update((row[0], row[1]) for row in rows)
+        return found
+
+    def mark_applied(
+        self,
+        route: str,
+        keys: Sequence[str],
+        links: Sequence[tuple[RecordRef, RecordRef]] = (),
+        versions: Mapping[str, float] | None = None,
+    ) -> None:
+        if not keys and not links and not versions:
             return
         with self._write() as conn:
             for a, b in links:
                 write_link(conn, _LINK_SQL, a, b)
             conn.executemany("INSERT OR IGNORE INTO applied (route, key) VALUES (?, ?)", ((route, key) for key in keys))
+            conn.executemany(
+                "INSERT INTO record_versions (route, record_key, changed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (route, record_key) DO UPDATE SET changed_at = max(changed_at, excluded.changed_at)",
+                ((route, key, at) for key, at in (versions or {}).items()),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -3,69 +3,18 @@ for a queue declared differently before, and surviving a lost connection."""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from middleware.broker.base import H_ERROR_CLASS, Delivery, OutgoingMessage, dlq_name
+from middleware.broker import rabbitmq_topology as topo
+from middleware.broker.base import H_ERROR_CLASS, OutgoingMessage, QueueOptions, dlq_name
 from middleware.broker.rabbitmq import RabbitMqBroker, parse_rabbitmq_url
 from middleware.errors import ConfigError, TransientError
-
-
-@pytest.fixture
-def raw_channel(amqp_url: str) -> Iterator[Callable[[], BlockingChannel]]:
-    """Fresh channels on a plain pika connection (a failed declaration closes its channel)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?", 1)[0]))
-    yield connection.channel
-    connection.close()
-
-
-@pytest.fixture
-def names(unique_name: str, raw_channel: Callable[[], BlockingChannel]) -> Iterator[tuple[str, str]]:
-    """(exchange, queue) unique to the test; both, and the queue's DLQ and retry queue, deleted after."""
-    exchange, queue = unique_name, unique_name + ".q"
-    yield exchange, queue
-    channel = raw_channel()
-    for name in (queue, dlq_name(queue), queue + ".retry"):
-        channel.queue_delete(name)
-    channel.exchange_delete(exchange)
-    channel.exchange_delete(exchange + ".unrouted")
-
-
-@pytest.fixture
-def broker(amqp_url: str, names: tuple[str, str]) -> Iterator[RabbitMqBroker]:
-    exchange, queue = names
-    broker = RabbitMqBroker(f"{amqp_url}{'&' if '?' in amqp_url else '?'}exchange={exchange}")
-    broker.setup_route(queue, ["customer.*"])
-    yield broker
-    broker.close()
-
-
-def redeclare_fails(channel: Callable[[], BlockingChannel], queue: str, arguments: dict[str, str]) -> bool:
-    try:
-        channel().queue_declare(queue, durable=True, arguments=arguments)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        return exc.reply_code == 406
-    return False
-
-
-def collect(broker: RabbitMqBroker, queue: str, count: int, timeout_s: float = 5.0) -> list[Delivery]:
-    found: list[Delivery] = []
-    deadline = time.monotonic() + timeout_s
-    while len(found) < count and time.monotonic() < deadline:
-        found.extend(broker.fetch(queue, count - len(found), 0.5))
-    return found
-
-
-def cut_socket(broker: RabbitMqBroker) -> None:
-    """Break the TCP connection without pika noticing, as a network failure or broker restart would."""
-    assert broker._connection is not None
-    broker._connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+from tests.broker.rabbit_kit import STEPS_MS, collect, cut_socket, redeclare_fails, with_exchange
 
 
 # ----- URL handling (no server needed) --------------------------------------------------------
@@ -97,24 +46,83 @@ def test_password_never_appears_in_repr() -> None:
 
 # ----- topology -------------------------------------------------------------------------------
 @pytest.mark.rabbitmq
-def test_route_queue_and_its_dlq_are_quorum_queues(
-    broker: RabbitMqBroker, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel]
+def test_route_queue_is_quorum_with_one_active_consumer_and_a_length_limit(
+    amqp_url: str, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel]
 ) -> None:
-    _, queue = names
-    for name in (queue, dlq_name(queue)):
-        raw_channel().queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})  # equivalent
-        assert redeclare_fails(raw_channel, name, {"x-queue-type": "classic"}), f"{name} is not quorum"
+    exchange, queue = names
+    broker = RabbitMqBroker(with_exchange(amqp_url, exchange))
+    broker.setup_route(queue, ["customer.*"], QueueOptions(max_length=1000))
+    broker.close()
+    expected = {
+        "x-queue-type": "quorum",
+        "x-single-active-consumer": True,
+        "x-max-length": 1000,
+        "x-overflow": "reject-publish",
+    }
+    raw_channel().queue_declare(queue, durable=True, arguments=expected)  # equivalent: no error
+    for changed in ({**expected, "x-single-active-consumer": False}, {**expected, "x-max-length": 5}):
+        assert redeclare_fails(raw_channel, queue, changed)
+    raw_channel().queue_declare(dlq_name(queue), durable=True, arguments={"x-queue-type": "quorum"})
+    assert redeclare_fails(raw_channel, dlq_name(queue), {"x-queue-type": "classic"})
 
 
 @pytest.mark.rabbitmq
-def test_retry_queue_dead_letters_back_to_its_route_queue(
-    broker: RabbitMqBroker, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel]
+def test_each_retry_step_is_a_quorum_queue_that_dead_letters_back_at_least_once(
+    amqp_url: str, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel]
 ) -> None:
-    _, queue = names
-    expected = {"x-queue-type": "classic", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
-    raw_channel().queue_declare(queue + ".retry", durable=True, arguments=expected)  # equivalent
-    elsewhere = {**expected, "x-dead-letter-routing-key": "elsewhere"}
-    assert redeclare_fails(raw_channel, queue + ".retry", elsewhere)
+    exchange, queue = names
+    broker = RabbitMqBroker(with_exchange(amqp_url, exchange))
+    broker.setup_route(queue, ["customer.*"], QueueOptions(retry_delays_s=(0.3, 0.9, 2.0)))
+    assert broker.retry_queues(queue) == [f"{queue}.retry-300ms", f"{queue}.retry-900ms", f"{queue}.retry-2000ms"]
+    broker.close()
+    for step in STEPS_MS:
+        expected = {
+            "x-queue-type": "quorum",
+            "x-message-ttl": step,
+            "x-overflow": "reject-publish",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+        }
+        name = topo.retry_queue(queue, step)
+        raw_channel().queue_declare(name, durable=True, arguments=expected)  # equivalent
+        assert redeclare_fails(raw_channel, name, {**expected, "x-dead-letter-routing-key": "elsewhere"})
+        assert redeclare_fails(raw_channel, name, {**expected, "x-message-ttl": step + 1})
+
+
+@pytest.mark.rabbitmq
+def test_sharded_route_is_a_consistent_hash_exchange_over_its_shard_queues(
+    amqp_url: str, names: tuple[str, str], raw_channel: Callable[[], BlockingChannel], consistent_hash: None
+) -> None:
+    exchange, queue = names
+    broker = RabbitMqBroker(with_exchange(amqp_url, exchange))
+    broker.setup_route(queue, ["customer.*"], QueueOptions(shards=4, retry_delays_s=(0.3,)))
+    assert broker.shard_queues(queue) == [f"{queue}.shard-{i:02d}" for i in range(4)]
+    hashing = {"hash-header": "x-isthmus-key"}
+    raw_channel().exchange_declare(topo.shard_exchange(queue), "x-consistent-hash", durable=True, arguments=hashing)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # it is not some other kind of exchange
+        raw_channel().exchange_declare(topo.shard_exchange(queue), "topic", durable=True)
+    retry = topo.retry_queue(queue, 300)
+    back = {"x-queue-type": "quorum", "x-message-ttl": 300, "x-overflow": "reject-publish"}
+    back |= {"x-dead-letter-strategy": "at-least-once", "x-dead-letter-exchange": topo.shard_exchange(queue)}
+    raw_channel().queue_declare(retry, durable=True, arguments=back)  # equivalent
+
+    # every message of one record lands on one shard; many records spread over all shards
+    keys = [f"crm:customer:C-{n}" for n in range(200)]
+    broker.publish([OutgoingMessage("customer.upserted", b"{}", key=key) for key in keys for _ in range(2)])
+    per_shard = [broker._ready(name) for name in broker.shard_queues(queue)]
+    assert sum(per_shard) == 400 and all(count > 0 for count in per_shard), per_shard
+    seen: dict[str, set[str]] = {}
+    for shard in broker.shard_queues(queue):  # basic.get is refused on single-active-consumer queues
+        channel = raw_channel()
+        for method, properties, _ in channel.consume(shard, auto_ack=True, inactivity_timeout=0.5):
+            if method is None:
+                break
+            seen.setdefault(properties.headers["x-isthmus-key"], set()).add(shard)
+        channel.close()
+    assert set(seen) == set(keys)
+    assert all(len(shards) == 1 for shards in seen.values())
+    broker.close()
 
 
 @pytest.mark.rabbitmq
@@ -135,7 +143,7 @@ def test_queue_declared_differently_before_is_reported_with_what_to_do(
 ) -> None:
     exchange, queue = names
     raw_channel().queue_declare(queue, durable=True)  # a classic queue from some older setup
-    broker = RabbitMqBroker(f"{amqp_url}{'&' if '?' in amqp_url else '?'}exchange={exchange}")
+    broker = RabbitMqBroker(with_exchange(amqp_url, exchange))
     try:
         with pytest.raises(ConfigError) as raised:
             broker.setup_route(queue, ["customer.*"])
@@ -183,7 +191,7 @@ def test_acking_a_delivery_from_a_dead_connection_is_ignored(
     broker.dead_letter(stale, {H_ERROR_CLASS: "PermanentError"})  # nor publish a duplicate
     assert broker.depth(dlq_name(queue)) == 0
     broker.close()
-    other = RabbitMqBroker(f"{amqp_url}{'&' if '?' in amqp_url else '?'}exchange={exchange}")
+    other = RabbitMqBroker(with_exchange(amqp_url, exchange))
     try:
         (again,) = collect(other, queue, 1)
         assert again.message_id == stale.message_id

@@ -7,7 +7,7 @@ covered by the end-to-end tests); it lets each test choose the target's answer.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,11 @@ def identity(record: dict[str, Any]) -> dict[str, Any] | None:
     return dict(record)
 
 
-def envelope(record_id: str, version: str = "1", **payload: Any) -> Envelope:
+def envelope(record_id: str, version: str = "1", changed_at: datetime | None = None, **payload: Any) -> Envelope:
     return Envelope(
         type="customer.upserted",
         source=Source(system="crm", entity="customer", record_id=record_id, version=version),
-        occurred_at=datetime.now(UTC),
+        occurred_at=changed_at or datetime.now(UTC),
         payload={"id": record_id, **payload},
     )
 
@@ -250,3 +250,55 @@ def test_adapter_exception_is_retried_not_lost(broker: Broker, store: Store) -> 
 )
 def test_topic_patterns_match_like_amqp(pattern: str, key: str, expected: bool) -> None:
     assert topic_matches(pattern, key) is expected
+
+
+# ----- stale versions ---------------------------------------------------------------------------
+def test_an_older_change_arriving_after_a_newer_one_is_skipped_not_written(broker: Broker, store: Store) -> None:
+    """A late, older version (after a retry or a worker failover) must not move the record back."""
+    writer = ScriptedWriter()
+    processor = make(broker, store, writer)
+    now = datetime.now(UTC)
+    publish(broker, envelope("C-1", version="2", changed_at=now, name="new"))
+    run_once(processor, broker)
+    publish(broker, envelope("C-1", version="1", changed_at=now - timedelta(seconds=5), name="old"))
+    outcome = run_once(processor, broker)
+    assert (outcome.applied, outcome.skipped) == (0, 1)
+    assert [r.record["name"] for r in writer.requests] == ["new"]
+    assert broker.depth("customers") == 0, "the stale message is acked, not retried"
+    assert store.latest_versions("customers", ["crm:customer:C-1"]) == {"crm:customer:C-1": now.timestamp()}
+
+
+def test_within_one_batch_an_older_change_behind_a_newer_one_is_skipped(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    now = datetime.now(UTC)
+    publish(
+        broker,
+        envelope("C-1", version="3", changed_at=now, name="v3"),
+        envelope("C-1", version="2", changed_at=now - timedelta(seconds=1), name="v2"),
+        envelope("C-2", version="1", changed_at=now - timedelta(seconds=9), name="other record"),
+    )
+    outcome = run_once(make(broker, store, writer), broker)
+    assert (outcome.applied, outcome.skipped) == (2, 1)
+    assert [r.record["name"] for r in writer.requests] == ["v3", "other record"]
+
+
+def test_newer_changes_in_order_are_all_written(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    processor = make(broker, store, writer)
+    start = datetime.now(UTC)
+    for n in range(3):
+        publish(broker, envelope("C-1", version=str(n), changed_at=start + timedelta(seconds=n), name=f"v{n}"))
+        run_once(processor, broker)
+    assert [r.record["name"] for r in writer.requests] == ["v0", "v1", "v2"]
+
+
+def test_stale_check_can_be_turned_off_for_event_routes(broker: Broker, store: Store) -> None:
+    writer = ScriptedWriter()
+    config = route_config().model_copy(update={"skip_stale": False})
+    processor = RouteProcessor(config, broker, store, writer, identity, "m")
+    now = datetime.now(UTC)
+    publish(broker, envelope("C-1", version="2", changed_at=now, name="new"))
+    run_once(processor, broker)
+    publish(broker, envelope("C-1", version="1", changed_at=now - timedelta(seconds=5), name="old"))
+    run_once(processor, broker)
+    assert [r.record["name"] for r in writer.requests] == ["new", "old"]

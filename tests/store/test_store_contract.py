@@ -333,3 +333,21 @@ def test_lookup_many_answers_a_batch_like_lookup_does(store: Store) -> None:
     assert found == {ref: hit for ref in refs if (hit := store.lookup(ref, "erp")) is not None}
     assert len(found) == 151 and found[RecordRef("crm", "order", "C-1")] == RecordRef("erp", "sales_order", "SO-1")
     assert store.lookup_many([], "erp") == {}
+
+
+def test_latest_versions_only_move_forward_and_are_per_route(store: Store) -> None:
+    store.mark_applied("r1", ["k@2"], versions={"crm:customer:C-1": 200.5, "crm:customer:C-2": 10.0})
+    store.mark_applied("r1", ["k@1"], versions={"crm:customer:C-1": 100.0})  # late and older: ignored
+    store.mark_applied("r2", [], versions={"crm:customer:C-1": 50.0})
+    assert store.latest_versions("r1", ["crm:customer:C-1", "crm:customer:C-2", "crm:customer:C-3"]) == {
+        "crm:customer:C-1": 200.5,
+        "crm:customer:C-2": 10.0,
+    }
+    assert store.latest_versions("r2", ["crm:customer:C-1"]) == {"crm:customer:C-1": 50.0}
+    assert store.latest_versions("r1", []) == {}
+
+
+def test_latest_versions_for_a_large_batch(store: Store) -> None:
+    versions = {f"crm:customer:C-{n}": float(n) for n in range(1_200)}
+    store.mark_applied("r", [], versions=versions)
+    assert store.latest_versions("r", list(versions)) == versions
