@@ -176,10 +176,49 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from middleware.worker import Worker
 
     config = load_config(args.config)
+    if args.metrics_port is not None:  # several processes of one config on one host: one port each
+        config.model.observability.port = args.metrics_port
     worker = Worker(config, run_sources=not args.no_sources, run_routes=not args.no_routes)
     worker.install_signal_handlers()
     worker.start()
     worker.wait()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from middleware.status import endpoints_from_config, run_status, summary, take_snapshot
+
+    urls = args.url or endpoints_from_config(_config_file(args))
+    if args.json:
+        snapshot = take_snapshot(urls)
+        print(json.dumps(summary(snapshot), indent=2))
+        return 0 if any(one.ok for one in snapshot.scrapes) else 1
+    return run_status(urls, watch=args.watch, interval_s=args.interval)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Declare every route's queues, exchanges and bindings: what a worker does at start,
+    for operators who provision the broker before (or without) starting workers."""
+    from middleware.broker import open_broker
+    from middleware.broker.base import UNROUTED_QUEUE
+    from middleware.config import load_config
+    from middleware.observability import configure_logging
+    from middleware.redact import redact_url
+
+    config = load_config(args.config, check_mappings=False)
+    configure_logging("console", "warning", sys.stderr)
+    broker = open_broker(config.model.broker, base_dir=config.base_dir)
+    try:
+        print(f"broker {redact_url(config.model.broker)}")
+        for route in config.model.routes:
+            broker.setup_route(route.name, route.on, route.queue_options())
+            print(f"route {route.name}:")
+            for line in broker.describe_route(route.name):
+                print(f"  {line}")
+        broker.setup_route(UNROUTED_QUEUE, [])
+        print(f"queue {UNROUTED_QUEUE} (messages no route is bound to, with the reason)")
+    finally:
+        broker.close()
     return 0
 
 
@@ -189,6 +228,8 @@ def _open_for_dlq(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
     config = load_config(args.config, check_mappings=False)
     broker = open_broker(config.model.broker, base_dir=config.base_dir)
+    for route in config.model.routes:  # replay must know each route's shards and retry steps
+        broker.setup_route(route.name, route.on, route.queue_options())
     routes = [r.name for r in config.model.routes]
     if getattr(args, "route", None):
         if args.route not in routes:
@@ -306,7 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--no-sources", action="store_true", help="consume routes only (scale-out consumers)")
     p.add_argument("--no-routes", action="store_true", help="poll sources and receive webhooks only")
+    p.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics here instead of observability.port"
+    )
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="routes, rates, lag, errors and DLQ sizes, read from workers' /metrics")
+    p.add_argument("--config", default=None, help=f"take the metrics address from it (default: ./{DEFAULT_CONFIG})")
+    p.add_argument(
+        "--url", action="append", metavar="HOST:PORT", help="a worker's metrics address; repeat for each process"
+    )
+    p.add_argument("--watch", action="store_true", help="refresh every --interval seconds until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between the two reads rates come from")
+    p.add_argument("--json", action="store_true", help="print the totals as JSON (one read, no rates)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("broker", help="provision the broker: declare every route's queues and bindings")
+    bsub = p.add_subparsers(dest="broker_command", required=True)
+    q = bsub.add_parser("setup", help="declare queues, exchanges and bindings for every route (idempotent)")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages")
     dsub = p.add_subparsers(dest="dlq_command", required=True)

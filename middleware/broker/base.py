@@ -91,6 +91,9 @@ class Broker(Protocol):
     def setup_route(self, queue: str, binding_keys: Sequence[str], options: QueueOptions | None = None) -> None:
         """Declare `queue`, its DLQ and retry machinery, and bind it to `binding_keys`; idempotent."""
 
+    def describe_route(self, queue: str) -> list[str]:
+        """What holds the route on this broker (queues, exchanges), for `isthmus broker setup`."""
+
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         """Route by routing key; durable on return; unmatched keys go to UNROUTED_QUEUE."""
 

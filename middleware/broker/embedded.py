@@ -193,6 +193,13 @@ class EmbeddedBroker:
             db.execute("DELETE FROM bindings WHERE queue = ?", (queue,))
             db.executemany("INSERT INTO bindings (queue, pattern) VALUES (?, ?)", [(queue, k) for k in binding_keys])
 
+    def describe_route(self, queue: str) -> list[str]:
+        patterns = [row[0] for row in self._db.execute("SELECT pattern FROM bindings WHERE queue = ?", (queue,))]
+        return [
+            f"queue {queue} (bound to {', '.join(patterns) or 'nothing'}; retries wait in it, invisible)",
+            f"queue {dlq_name(queue)} (dead letters)",
+        ]
+
     def _bindings(self) -> list[tuple[str, str]]:
         return list(self._db.execute("SELECT queue, pattern FROM bindings"))
 

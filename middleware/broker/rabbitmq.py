@@ -230,6 +230,22 @@ class RabbitMqBroker:
             return [queue]
         return [*self.shard_queues(queue), *self.retry_queues(queue)]
 
+    def describe_route(self, queue: str) -> list[str]:
+        options, known = self.options(queue), self._known(queue)
+        keys = ", ".join(known.binding_keys) if known and known.binding_keys else "nothing"
+        limit = f", max {options.max_length} then reject-publish" if options.max_length else ""
+        lines: list[str] = []
+        if options.shards > 1:
+            hashing = f"x-consistent-hash on {H_RECORD_KEY}"
+            lines.append(f"exchange {topo.shard_exchange(queue)} ({hashing}; bound to {keys})")
+            lines += [f"queue {name} (quorum, single active consumer{limit})" for name in self.shard_queues(queue)]
+            lines.append(f"queue {topo.presence_queue(queue)} (counts live workers)")
+        else:
+            lines.append(f"queue {queue} (quorum, single active consumer{limit}; bound to {keys})")
+        lines += [f"queue {name} (quorum, delayed retry, dead-letters back)" for name in self.retry_queues(queue)]
+        lines.append(f"queue {dlq_name(queue)} (quorum, dead letters with their reason)")
+        return lines
+
     # ----- connection and channels ----------------------------------------------------
     def _conn(self) -> BlockingConnection:
         if self._closed:
@@ -580,11 +596,11 @@ class RabbitMqBroker:
         """Hand on busy shards beyond this worker's share, so N workers split a route's load.
 
         Every worker subscribes to every shard (single active consumer) and holds a consumer on
-        the route's presence queue, whose consumer count is the number of live workers. A shard moves only when nothing from it is being
-        processed here: its consumer is cancelled (the next in line becomes active) and what
-        prefetch buffered from it goes back to the queue. RabbitMQ may hand the new consumer
-        newer messages before those returned ones; the route's stale-version check keeps a
-        record from going backwards when that happens."""
+        the route's presence queue, whose consumer count is the number of live workers. A shard
+        moves only when nothing from it is being processed here: its consumer is cancelled (the
+        next in line becomes active) and what prefetch buffered from it goes back to the queue.
+        RabbitMQ may hand the new consumer newer messages before those returned ones; the
+        route's stale-version check keeps a record from going backwards when that happens."""
         now = time.monotonic()
         if now < self._next_rebalance.get(queue, 0.0):
             return
