@@ -1,9 +1,17 @@
 """Metrics, structured logs and the health endpoint of a worker.
 
-Metrics live in the process-wide prometheus_client registry (one worker process per
-metrics port; several processes on one host each get their own port — see README). Logs
-are structlog: JSON when stdout is not a terminal, readable on one; message handling binds
-route, message_id and correlation_id so every line can be joined to one message.
+Metrics live in the process-wide prometheus_client registry and are served by each worker
+process on its own port: several processes on one host are several scrape targets (give
+each its own `observability.port`, or `isthmus worker --metrics-port`), and queries
+aggregate them — `sum by (route)` for counters and histograms, `max by (route)` for the
+gauges every process samples from the shared broker (queue depth, DLQ size, last success).
+Why not prometheus_client's multiprocess mode: it needs a shared directory cleaned at
+every start, cannot serve collectors computed at scrape time (the watermark age below),
+and folds all processes into one target, so a dead worker would not show as `up == 0`.
+
+Logs are structlog: JSON when the stream is not a terminal, readable on one; message
+handling passes route, message_id and correlation_id on every line; secrets and the
+configured PII fields are masked (`middleware.logmask`).
 """
 
 from __future__ import annotations
@@ -11,12 +19,18 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from middleware.logmask import DEFAULT_PII_FIELDS, LogMasker
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
@@ -36,7 +50,14 @@ MESSAGES_DEAD_LETTERED = Counter(
     "isthmus_messages_dead_lettered_total", "Messages moved to the dead-letter queue.", ["route", "error_class"]
 )
 MESSAGES_PUBLISHED = Counter(
-    "isthmus_messages_published_total", "Messages published by sources and webhooks.", ["source", "type"]
+    "isthmus_messages_published_total",
+    "Messages published by sources and webhooks (source: a source's or a webhook endpoint's name).",
+    ["source", "type"],
+)
+ROUTE_INFO = Gauge(
+    "isthmus_route_info",
+    "1 per route a worker runs; its labels say where the route reads from and writes to.",
+    ["route", "from_system", "to_system", "to_entity"],
 )
 PROCESSING_SECONDS = Histogram(
     "isthmus_processing_seconds",
@@ -59,14 +80,104 @@ PIPELINE_LAG = Histogram(
 LAST_SUCCESS = Gauge("isthmus_last_success_timestamp_seconds", "Unix time of the route's last effect.", ["route"])
 QUEUE_DEPTH = Gauge("isthmus_queue_depth", "Messages waiting in the route's queue.", ["route"])
 DLQ_SIZE = Gauge("isthmus_dlq_size", "Messages in the route's dead-letter queue.", ["route"])
-WATERMARK_AGE = Gauge("isthmus_poller_watermark_age_seconds", "Now minus the source's watermark.", ["source"])
 POLLS = Counter("isthmus_polls_total", "Polls of a source, by outcome.", ["source", "outcome"])
+POLLER_LAST_SUCCESS = Gauge(
+    "isthmus_poller_last_success_timestamp_seconds", "Unix time of the source's last successful poll.", ["source"]
+)
+WEBHOOK_REQUESTS = Counter(
+    "isthmus_webhook_requests_total", "Webhook POSTs answered, by endpoint and HTTP status.", ["endpoint", "status"]
+)
+ADAPTER_CALLS = Counter(
+    "isthmus_adapter_calls_total",
+    "Calls to a system: operation read or write; status the HTTP code or the failure "
+    "(timeout, connection_error, invalid_request); outcome ok, transient or permanent.",
+    ["system", "operation", "status", "outcome"],
+)
+ADAPTER_CALL_SECONDS = Histogram(
+    "isthmus_adapter_call_seconds",
+    "Duration of one call to a system, until the response was read.",
+    ["system", "operation"],
+    buckets=(*LATENCY_BUCKETS, 30, 60),
+)
+
+_adapter_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def observe_adapter_call(system: str, operation: str, status: str, outcome: str, seconds: float) -> None:
+    """Count one call to a system and its duration (label children cached: this is per write)."""
+    key = (system, operation, status, outcome)
+    children = _adapter_children.get(key)
+    if children is None:
+        children = (
+            ADAPTER_CALLS.labels(system, operation, status, outcome),
+            ADAPTER_CALL_SECONDS.labels(system, operation),
+        )
+        _adapter_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def prepare_adapter_metrics(system: str) -> None:
+    """Create a system's 429 series at 0, so `rate()` sees the first rate-limited call.
+
+    A counter series that first appears with a value above 0 has no increase to Prometheus;
+    the rate-limit alert watches exactly this series.
+    """
+    for operation in ("read", "write"):
+        ADAPTER_CALLS.labels(system, operation, "429", "transient")
+
+
+class WatermarkAges(Collector):
+    """`isthmus_poller_watermark_age_seconds{source}`: now minus the source's watermark.
+
+    Computed at scrape time from the last watermark each poller saw, so the age keeps
+    growing while a source fails to poll (a gauge set after each poll would freeze then).
+    """
+
+    NAME = "isthmus_poller_watermark_age_seconds"
+    DOC = "Now minus the source's watermark (the change time up to which it has read)."
+
+    def __init__(self) -> None:
+        self._moments: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def set(self, source: str, watermark: datetime) -> None:
+        with self._lock:
+            self._moments[source] = watermark.timestamp()
+
+    def age(self, source: str) -> float | None:
+        with self._lock:
+            moment = self._moments.get(source)
+        return None if moment is None else max(0.0, time.time() - moment)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.NAME, self.DOC, labels=["source"])]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.NAME, self.DOC, labels=["source"])
+        now = time.time()
+        with self._lock:
+            for source, moment in sorted(self._moments.items()):
+                family.add_metric([source], max(0.0, now - moment))
+        yield family
+
+
+WATERMARK_AGE = WatermarkAges()
+REGISTRY.register(WATERMARK_AGE)
+
+
+def configure_logging(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    pii_fields: Iterable[str] = DEFAULT_PII_FIELDS,
+) -> None:
     """JSON lines for machines, coloured lines for people; both carry bound context.
 
     `stream` (default stderr) lets the demo send logs to a file and keep the console for progress.
+    Every line passes the `LogMasker` last, after exceptions are formatted, so neither a
+    registered secret nor a value of a `pii_fields` key reaches the stream.
     """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
@@ -77,6 +188,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            LogMasker(pii_fields),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

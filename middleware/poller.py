@@ -25,7 +25,7 @@ from middleware.broker.base import Broker, OutgoingMessage
 from middleware.config import SourceConfig
 from middleware.errors import IsthmusError
 from middleware.message import Envelope, Source
-from middleware.observability import MESSAGES_PUBLISHED, POLLS, WATERMARK_AGE
+from middleware.observability import MESSAGES_PUBLISHED, POLLER_LAST_SUCCESS, POLLS, WATERMARK_AGE
 from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.poller")
@@ -43,6 +43,9 @@ class SourcePoller:
         self.last_error: str = ""
         self._watermark_name = f"source:{config.name}"
         self._boundary_name = f"source:{config.name}:boundary"
+        self._last_success = POLLER_LAST_SUCCESS.labels(config.name)  # 0 until the first good poll
+        self._polls_ok = POLLS.labels(config.name, "ok")  # both series exist from the start, so
+        self._polls_failed = POLLS.labels(config.name, "error")  # rate() sees the first failure
 
     def poll_once(self) -> int:
         """Read every page of changes since the watermark and publish them; returns the count."""
@@ -89,13 +92,14 @@ class SourcePoller:
             occurred_at=record.occurred_at,
             payload=record.data,
         )
-        return OutgoingMessage(routing_key=cfg.emits, body=envelope.to_bytes(), message_id=str(envelope.message_id))
+        message_id = str(envelope.message_id)
+        return OutgoingMessage(cfg.emits, envelope.to_bytes(), message_id=message_id, key=envelope.record_key)
 
     def _observe_watermark(self, watermark: str | None) -> None:
         moment = _moment(watermark)
         if moment is None:
             return
-        WATERMARK_AGE.labels(self.config.name).set((datetime.now(UTC) - moment).total_seconds())
+        WATERMARK_AGE.set(self.config.name, moment)
 
     def run(self, stop: threading.Event) -> None:
         """Poll every `poll_interval_s` until `stop` is set; failures are logged and retried."""
@@ -105,7 +109,8 @@ class SourcePoller:
             started = time.monotonic()
             try:
                 published = self.poll_once()
-                POLLS.labels(cfg.name, "ok").inc()
+                self._polls_ok.inc()
+                self._last_success.set(time.time())
                 if published:
                     log.info("source_polled", source=cfg.name, published=published)
                 failures = 0
@@ -114,7 +119,7 @@ class SourcePoller:
             except (IsthmusError, OSError) as exc:
                 failures += 1
                 self.last_error = str(exc)
-                POLLS.labels(cfg.name, "error").inc()
+                self._polls_failed.inc()
                 wait = min(60.0, cfg.poll_interval_s * 2 ** min(failures, 6))
                 log.warning("source_poll_failed", source=cfg.name, error=str(exc), retry_in_s=round(wait, 1))
             stop.wait(max(0.0, wait))

@@ -50,6 +50,7 @@ from middleware.observability import (
     MESSAGES_SKIPPED,
     PIPELINE_LAG,
     PROCESSING_SECONDS,
+    ROUTE_INFO,
 )
 from middleware.retry import backoff_delay
 from middleware.store.base import RecordRef, Store
@@ -118,6 +119,7 @@ class RouteProcessor:
             "stale": MESSAGES_SKIPPED.labels(config.name, "stale"),
             "last": LAST_SUCCESS.labels(config.name),
         }
+        ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
 
     @property
     def queue(self) -> str:

@@ -105,7 +105,7 @@ class Worker:
     # ----- running ------------------------------------------------------------------
     def start(self) -> Worker:
         obs = self.config.model.observability
-        configure_logging(obs.log_format, obs.log_level, self.log_stream)
+        configure_logging(obs.log_format, obs.log_level, self.log_stream, pii_fields=obs.pii_fields)
         self.build()
         for processor in self.processors:
             self._spawn(f"route-{processor.queue}", self._consume_loop, processor)

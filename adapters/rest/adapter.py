@@ -26,7 +26,7 @@ class RestAdapter:
     def __init__(self, name: str, config: RestSystemConfig | dict[str, object]) -> None:
         self.name = name
         self.config = config if isinstance(config, RestSystemConfig) else RestSystemConfig.model_validate(config)
-        self.session = build_session(self.config)
+        self.session = build_session(self.config, name)
         self.scrubber = Scrubber(secret_values(self.config))
         self._reader = RestReader(name, self.config, self.session, self.scrubber)
         self._writer = RestWriter(name, self.config, self.session, self.scrubber)

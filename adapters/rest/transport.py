@@ -3,6 +3,11 @@
 Retries are the worker's decision, so the session never retries by itself (urllib3 retries
 off); this module only says what a response or an exception *is*: ok, transient (worth
 retrying: connection errors, timeouts, 408, 429, 5xx) or permanent (other 4xx).
+
+Every call is counted here, where it happens: `isthmus_adapter_calls_total{system,
+operation, status, outcome}` and `isthmus_adapter_call_seconds{system, operation}` — reads
+through the session's mounted `MeteredHTTPAdapter`, writes in `send_direct`. The session's
+secrets are registered with the log masker when it is built.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest, Response
 from requests.structures import CaseInsensitiveDict
 
 from adapters.rest.config import ApiKeyAuth, BasicAuth, BearerAuth, RestSystemConfig
+from middleware.logmask import register_secret
+from middleware.observability import observe_adapter_call, prepare_adapter_metrics
 
 ERROR_EXCERPT_CHARS = 300
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -53,10 +61,46 @@ def secret_values(config: RestSystemConfig) -> list[str]:
     return [s for s in found if len(s) >= 4]
 
 
-def build_session(config: RestSystemConfig) -> requests.Session:
-    """A session with a pool of `max_connections`, auth and static headers, and no retries."""
+class MeteredHTTPAdapter(HTTPAdapter):
+    """The session's connection pool; counts and times each call made through the session.
+
+    GET and HEAD count as `read`, anything else as `write`. The body is read inside the
+    timing (requests would read it right after anyway), so a slow page download shows.
+    """
+
+    def __init__(self, system: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.system = system
+        prepare_adapter_metrics(system)
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
+        operation = "read" if request.method in ("GET", "HEAD") else "write"
+        started = time.perf_counter()
+        try:
+            response = super().send(request, *args, **kwargs)
+            if not kwargs.get("stream", False):
+                response.content  # noqa: B018 - preload inside the timing
+        except requests.RequestException as exc:
+            observe_adapter_call(
+                self.system, operation, failure_status(exc), classify_exception(exc), time.perf_counter() - started
+            )
+            raise
+        status = response.status_code
+        observe_adapter_call(
+            self.system, operation, str(status), classify_status(status), time.perf_counter() - started
+        )
+        return response
+
+
+def build_session(config: RestSystemConfig, system: str = "") -> requests.Session:
+    """A session with a pool of `max_connections`, auth and static headers, and no retries.
+
+    `system` names the system in the call metrics. The auth secrets and static header
+    values are registered with the log masker: no log line will carry them.
+    """
+    register_secret(*secret_values(config))
     session = requests.Session()
-    pool = HTTPAdapter(pool_connections=4, pool_maxsize=config.max_connections, max_retries=0)
+    pool = MeteredHTTPAdapter(system, pool_connections=4, pool_maxsize=config.max_connections, max_retries=0)
     session.mount("http://", pool)
     session.mount("https://", pool)
     session.headers.update({"Accept": "application/json", "User-Agent": "isthmus-rest"})
@@ -95,12 +139,37 @@ def send_direct(
     are the worker's. Pool size, keep-alive and TLS settings stay those of the session.
     Errors are raised as the matching `requests` exceptions so callers classify them one way.
     """
+    adapter = session.get_adapter(url)
+    system = getattr(adapter, "system", "")
+    started = time.perf_counter()
+    try:
+        reply = _urlopen(adapter, method, url, body, headers, session.headers, timeout)
+    except requests.RequestException as exc:
+        elapsed = time.perf_counter() - started
+        observe_adapter_call(system, "write", failure_status(exc), classify_exception(exc), elapsed)
+        raise
+    observe_adapter_call(
+        system, "write", str(reply.status), classify_status(reply.status), time.perf_counter() - started
+    )
+    return HttpReply(reply.status, CaseInsensitiveDict(reply.headers), reply.data or b"")
+
+
+def _urlopen(
+    adapter: Any,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    session_headers: Any,
+    timeout: float,
+) -> Any:
+    """One request on the adapter's urllib3 pool; urllib3 errors raised as `requests` ones."""
     parsed = urllib3.util.parse_url(url)
-    merged = dict(session.headers)
+    merged = dict(session_headers)
     merged.update(headers)
     try:
-        pool = session.get_adapter(url).poolmanager.connection_from_url(url)  # type: ignore[attr-defined]
-        reply = pool.urlopen(
+        pool = adapter.poolmanager.connection_from_url(url)
+        return pool.urlopen(
             method,
             parsed.request_uri,
             body=body,
@@ -118,7 +187,6 @@ def send_direct(
         raise requests.exceptions.Timeout(str(exc)) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise requests.exceptions.ConnectionError(str(exc)) from exc
-    return HttpReply(reply.status, CaseInsensitiveDict(reply.headers), reply.data or b"")
 
 
 def classify_status(status: int) -> Outcome:
@@ -127,6 +195,15 @@ def classify_status(status: int) -> Outcome:
     if status in TRANSIENT_STATUSES or status >= 500:
         return "transient"
     return "permanent"
+
+
+def failure_status(exc: requests.RequestException) -> str:
+    """The `status` label of a call that got no HTTP answer."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if classify_exception(exc) == "permanent":
+        return "invalid_request"
+    return "connection_error"
 
 
 def classify_exception(exc: requests.RequestException) -> Outcome:

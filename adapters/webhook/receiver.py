@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.errors import ConfigError
+from middleware.logmask import register_secret
 from middleware.message import MESSAGE_TYPE_PATTERN, Envelope, Source, utc_now
+from middleware.observability import MESSAGES_PUBLISHED, WEBHOOK_REQUESTS
 
 log = structlog.get_logger("isthmus.webhook")
 
@@ -236,6 +238,8 @@ class WebhookReceiver:
                 other = self.by_path[endpoint.path][0]
                 raise ConfigError(f"webhook endpoints {other!r} and {name!r} share the path {endpoint.path!r}")
             self.by_path[endpoint.path] = (name, endpoint)
+            if endpoint.secret is not None:
+                register_secret(endpoint.secret.get_secret_value())
         self._publish_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -273,6 +277,12 @@ class WebhookReceiver:
 
     def handle(self, path: str, body: bytes, headers: HeaderLookup) -> tuple[int, Any, dict[str, str]]:
         """Status, JSON answer and extra headers for one POST (the HTTP layer only frames it)."""
+        status, answer, extra = self._handle(path, body, headers)
+        found = self.by_path.get(path)
+        WEBHOOK_REQUESTS.labels(found[0] if found else "unknown", str(status)).inc()
+        return status, answer, extra
+
+    def _handle(self, path: str, body: bytes, headers: HeaderLookup) -> tuple[int, Any, dict[str, str]]:
         found = self.by_path.get(path)
         if found is None:
             return 404, {"error": f"no webhook endpoint at {path}"}, {}
@@ -291,7 +301,8 @@ class WebhookReceiver:
             bound.warning("webhook_event_rejected", status=exc.status, reason=exc.reason[:200])
             return exc.status, {"error": exc.reason}, {}
         messages = [
-            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id)) for e in envelopes
+            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id), key=e.record_key)
+            for e in envelopes
         ]
         if messages:
             try:
@@ -300,5 +311,11 @@ class WebhookReceiver:
             except Exception as exc:  # any broker failure: the sender must retry, nothing is promised
                 bound.error("webhook_publish_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                 return 503, {"error": "could not store the events; retry later"}, {"Retry-After": "1"}
-        bound.info("webhook_event_accepted", accepted=len(messages), message_type=endpoint.message_type)
+            MESSAGES_PUBLISHED.labels(name, endpoint.message_type).inc(len(messages))
+        bound.info(
+            "webhook_event_accepted",
+            accepted=len(messages),
+            message_type=endpoint.message_type,
+            message_ids=[m.message_id for m in messages],
+        )
         return 202, {"accepted": len(messages), "message_ids": [m.message_id for m in messages]}, {}
