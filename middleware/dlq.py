@@ -1,4 +1,10 @@
-"""Dead-letter queue operations behind `isthmus dlq list | show | replay | purge`."""
+"""Dead-letter queue operations behind `isthmus dlq list | show | replay | purge`.
+
+A DLQ is at-least-once, like every queue: on RabbitMQ, dead-lettering is "publish to the
+DLQ, then ack the original", and a worker that dies (or loses its connection) in between
+gets the original back and dead-letters it again. Both copies carry the same message id,
+so what operators see and replay is one dead letter per message id.
+"""
 
 from __future__ import annotations
 
@@ -90,8 +96,11 @@ def _describe(route: str, delivery: Delivery) -> DeadLetter:
 def list_dead_letters(broker: Broker, routes: Sequence[str], limit: int = 100) -> list[DeadLetter]:
     found: list[DeadLetter] = []
     for route in routes:
+        seen: set[str] = set()
         for delivery in broker.browse(dlq_name(route), limit):
-            found.append(_describe(route, delivery))
+            if delivery.message_id not in seen:  # a second copy of the same dead letter
+                seen.add(delivery.message_id)
+                found.append(_describe(route, delivery))
     return found
 
 
@@ -105,8 +114,11 @@ def replay(broker: Broker, route: str, message_ids: Sequence[str] | None) -> int
     queue = dlq_name(route)
     wanted = set(message_ids) if message_ids else None
     found = [d for d in broker.browse(queue, 1_000_000) if wanted is None or d.message_id in wanted]
-    messages: list[OutgoingMessage] = []
+    unique: dict[str, Delivery] = {}
     for delivery in found:
+        unique.setdefault(delivery.message_id, delivery)  # one copy per message id goes back
+    messages: list[OutgoingMessage] = []
+    for delivery in unique.values():
         body, key = delivery.body, delivery.key
         try:
             envelope = Envelope.from_bytes(body)

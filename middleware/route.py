@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -137,19 +138,20 @@ class RouteProcessor:
         route = self.config.name
         self._metrics["consumed"].inc(len(deliveries))
         to_ack: list[Delivery] = []
+        moves: list[Callable[[], None]] = []  # retries and dead letters, made once the rest is durable
         parsed: list[tuple[Delivery, Envelope]] = []
         for delivery in deliveries:
             try:
                 envelope = Envelope.from_bytes(delivery.body)
             except MalformedMessageError as exc:
-                self._dead_letter(delivery, None, exc, outcome)
+                moves.append(partial(self._dead_letter, delivery, None, exc, outcome))
                 continue
             if not self.handles(envelope):
                 exc2 = UnknownMessageTypeError(
                     f"route {route!r} does not handle message type {envelope.type!r} from "
                     f"{envelope.source.system!r}; it handles {', '.join(self.config.on)}"
                 )
-                self._dead_letter(delivery, envelope, exc2, outcome)
+                moves.append(partial(self._dead_letter, delivery, envelope, exc2, outcome))
                 continue
             parsed.append((delivery, envelope))
 
@@ -175,13 +177,17 @@ class RouteProcessor:
             try:
                 record = self.map_record(envelope.payload)
             except TransientError as exc:
-                self._retry_or_dead_letter(delivery, envelope, exc, outcome)
+                moves.append(partial(self._retry_or_dead_letter, delivery, envelope, exc, outcome))
                 continue
             except MappingError as exc:
-                self._dead_letter(delivery, envelope, exc, outcome)
+                moves.append(partial(self._dead_letter, delivery, envelope, exc, outcome))
                 continue
             except Exception as exc:  # a bug in a transform must not stop the route
-                self._dead_letter(delivery, envelope, MappingError(f"{type(exc).__name__}: {exc}"), outcome)
+                moves.append(
+                    partial(
+                        self._dead_letter, delivery, envelope, MappingError(f"{type(exc).__name__}: {exc}"), outcome
+                    )
+                )
                 continue
             if record is None:
                 self._metrics["filtered"].inc()
@@ -231,11 +237,19 @@ class RouteProcessor:
                     outcome.applied += 1
                 elif result.outcome == "transient":
                     failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
-                    self._retry_or_dead_letter(item.delivery, item.envelope, failure, outcome)
+                    moves.append(partial(self._retry_or_dead_letter, item.delivery, item.envelope, failure, outcome))
                 else:
-                    self._dead_letter(
-                        item.delivery, item.envelope, PermanentError(result.error, status=result.status), outcome
+                    moves.append(
+                        partial(
+                            self._dead_letter,
+                            item.delivery,
+                            item.envelope,
+                            PermanentError(result.error, status=result.status),
+                            outcome,
+                        )
                     )
+        # What landed is recorded and acked before any failed message is moved: a broker error
+        # while retrying or dead-lettering one message must not make the batch's effects repeat.
         if applied_keys or links or versions:
             self.store.mark_applied(route, applied_keys, links, versions if self.config.skip_stale else None)
         if to_ack:
@@ -243,6 +257,8 @@ class RouteProcessor:
         if outcome.applied:
             self._metrics["produced"].inc(outcome.applied)
             self._metrics["last"].set(time.time())
+        for move in moves:  # if one fails, it and the rest are redelivered: none of them was applied
+            move()
         if deliveries:
             per_message = (time.monotonic() - started) / len(deliveries)
             for _ in range(len(deliveries)):

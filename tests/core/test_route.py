@@ -26,7 +26,7 @@ from middleware.broker.base import (
     dlq_name,
 )
 from middleware.config import RetryPolicy, RouteConfig, TargetSpec
-from middleware.errors import MappingError, XrefMissingError
+from middleware.errors import MappingError, TransientError, XrefMissingError
 from middleware.message import Envelope, Source
 from middleware.route import RouteProcessor, topic_matches
 from middleware.store import open_store
@@ -302,3 +302,23 @@ def test_stale_check_can_be_turned_off_for_event_routes(broker: Broker, store: S
     publish(broker, envelope("C-1", version="1", changed_at=now - timedelta(seconds=5), name="old"))
     run_once(processor, broker)
     assert [r.record["name"] for r in writer.requests] == ["new", "old"]
+
+
+# ----- a broker failure while moving one message ------------------------------------------------
+def test_a_failed_dead_letter_does_not_undo_the_batchs_recorded_effects(
+    broker: Broker, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker drops while a rejected write is being dead-lettered: the writes that landed
+    are recorded and acked already, so their redelivery is skipped, not written again."""
+    writer = ScriptedWriter()
+    writer.script = [WriteResult("ok", target_id="A-1"), WriteResult("permanent", error="422", status=422)]
+    publish(broker, envelope("C-1"), envelope("C-2"))
+
+    def connection_lost(*_args: object) -> None:
+        raise TransientError("RabbitMQ connection lost during dead-lettering")
+
+    monkeypatch.setattr(broker, "dead_letter", connection_lost)
+    with pytest.raises(TransientError):
+        run_once(make(broker, store, writer), broker)
+    assert store.applied("customers", ["crm:customer:C-1@1"]) == {"crm:customer:C-1@1"}
+    assert broker.depth("customers") == 1, "C-1 was acked; only C-2, never moved, is left to come back"
