@@ -97,7 +97,11 @@ class Adapter(Protocol):
     def close(self) -> None: ...
 
 
-_BUILTIN = {"rest": "adapters.rest:RestAdapter"}
+_BUILTIN = {
+    "rest": "adapters.rest:RestAdapter",
+    "soap": "adapters.soap:SoapAdapter",
+    "tryton": "adapters.tryton:TrytonAdapter",
+}
 
 
 def adapter_types() -> dict[str, str]:
