@@ -69,8 +69,12 @@ def _valid_fields_at(model: type[BaseModel] | None, loc: tuple[object, ...]) -> 
     import typing
 
     current: object = model
+    keyed = False  # the previous field was a dict of models: this part is one of its keys
     for part in loc:
         if isinstance(part, int):
+            continue
+        if keyed:
+            keyed = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
@@ -82,10 +86,20 @@ def _valid_fields_at(model: type[BaseModel] | None, loc: tuple[object, ...]) -> 
                     break
         if field is None:
             return []
+        keyed = _is_dict(field.annotation)
         current = _first_model(field.annotation, typing)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]
     return []
+
+
+def _is_dict(annotation: object) -> bool:
+    """dict[str, Model], or that or None: its next location part is a key, not a field."""
+    import typing
+
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(typing.get_origin(arg) is dict for arg in typing.get_args(annotation))
 
 
 def _first_model(annotation: object, typing: object) -> object:

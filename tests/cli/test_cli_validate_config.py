@@ -52,6 +52,19 @@ def test_misspelt_config_key_is_located_and_hinted(bad_config_run: Run, bad_conf
     assert "hint: did you mean 'mappings'?" in bad_config_run.err
 
 
+def test_misspelt_key_under_a_named_entity_gets_a_did_you_mean(isthmus: RunIsthmus, tmp_path: Path) -> None:
+    text = (
+        "broker: embedded://broker.db\nstore: sqlite://state.db\nmappings: []\nsystems:\n  crm:\n    type: rest\n"
+        "    base_url: http://127.0.0.1:8801\n    entities:\n      customer:\n        wrtie: {}\nroutes: []\n"
+    )
+    path = tmp_path / "isthmus.yaml"
+    path.write_text(text, encoding="utf-8")
+    run = isthmus("validate", "--config", path)
+    line, column = locate(text, "wrtie")
+    assert f"{path}:{line}:{column}: systems.crm.entities.customer.wrtie: unknown key" in run.err, run.output
+    assert "hint: did you mean 'write'?" in run.err
+
+
 def test_plaintext_secret_is_located_and_points_to_an_env_reference(bad_config_run: Run, bad_config: Path) -> None:
     line, column = locate(BAD_CONFIG, "abc")
     lines = bad_config_run.err.splitlines()
