@@ -295,6 +295,22 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Connect to every configured system without moving data; exit 1 if any fails."""
+    from middleware.check import as_json, render, run_checks
+    from middleware.config import load_config
+    from middleware.observability import configure_logging
+
+    config = load_config(args.config, check_mappings=False)
+    configure_logging("console", "warning", sys.stderr)
+    reports = run_checks(config)
+    if args.json:
+        print(json.dumps(as_json(reports), indent=2, default=str, ensure_ascii=False))
+    else:
+        print(render(reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from middleware.demo import run_demo
 
@@ -385,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "purge":
             q.add_argument("--yes", action="store_true")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser(
+        "check", help="connect to every system without moving data: reachability, auth, version, permissions"
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="sync a sample CRM and ERP on the embedded broker")
     p.add_argument("--customers", type=int, default=60)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from middleware.adapter import adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
@@ -129,6 +129,34 @@ class SourceConfig(Strict):
         return value
 
 
+class WebhookSignatureConfig(Strict):
+    """How a webhook endpoint's requests are signed (see adapters/webhook/signatures.py)."""
+
+    scheme: Literal["hmac_sha256", "timestamped"] = Field(
+        default="hmac_sha256",
+        description="hmac_sha256: HMAC of the raw body; timestamped: `t=<unix>,v1=<hex>` over `<t>.<raw body>`.",
+    )
+    header: str = Field(default="X-Isthmus-Signature", description="Request header carrying the signature.")
+    prefix: str = Field(default="sha256=", description="hmac_sha256: text before the digest ('' for none).")
+    encoding: Literal["hex", "base64"] = Field(default="hex", description="hmac_sha256: digest encoding.")
+    tolerance_s: float = Field(
+        default=300.0, gt=0, description="timestamped: replay window; older or newer timestamps are refused."
+    )
+
+
+class WebhookDedupConfig(Strict):
+    """Where a webhook endpoint finds each event's id (exactly one of the two)."""
+
+    event_id_field: str | None = Field(default=None, description="Dotted path of the event id in each event.")
+    event_id_header: str | None = Field(default=None, description="Request header carrying the event id.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookDedupConfig:
+        if (self.event_id_field is None) == (self.event_id_header is None):
+            raise ValueError("set exactly one of event_id_field or event_id_header")
+        return self
+
+
 class WebhookEndpointConfig(Strict):
     path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
     system: str = Field(description="System the events come from.")
@@ -139,6 +167,18 @@ class WebhookEndpointConfig(Strict):
     occurred_field: str | None = Field(default=None, description="Field holding the change time.")
     records_path: str = Field(default="", description="Where events are inside the body ('' = body).")
     secret: str | None = Field(default=None, description="HMAC-SHA256 secret, as ${ENV_VAR}.")
+    signature: WebhookSignatureConfig | None = Field(
+        default=None, description="Signature scheme and header (default with a secret: hmac_sha256 of the body)."
+    )
+    dedup: WebhookDedupConfig | None = Field(
+        default=None, description="Where each event's id is; an id already accepted is answered 200, not enqueued."
+    )
+
+    @model_validator(mode="after")
+    def _signature_needs_secret(self) -> WebhookEndpointConfig:
+        if self.signature is not None and self.secret is None:
+            raise ValueError("'signature' needs 'secret' (as ${ENV_VAR})")
+        return self
 
 
 class WebhooksConfig(Strict):

@@ -99,6 +99,17 @@ ADAPTER_CALL_SECONDS = Histogram(
     ["system", "operation"],
     buckets=(*LATENCY_BUCKETS, 30, 60),
 )
+REQUEST_BUDGET_REMAINING = Gauge(
+    "isthmus_request_budget_remaining",
+    "Calls to a system this process may still make (systems with a request_budget): window second "
+    "(tokens in the bucket now) or day (until 00:00 UTC).",
+    ["system", "window"],
+)
+REQUEST_BUDGET_LIMIT = Gauge(
+    "isthmus_request_budget_limit",
+    "The configured request budget of a system: window second (bucket size) or day (calls per UTC day).",
+    ["system", "window"],
+)
 
 _adapter_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 

@@ -133,7 +133,7 @@ class Worker:
         endpoints = {
             name: WebhookEndpoint.model_validate(endpoint.model_dump()) for name, endpoint in hooks.endpoints.items()
         }
-        self.webhook = WebhookReceiver(hooks.host, hooks.port, endpoints, self._new_broker())
+        self.webhook = WebhookReceiver(hooks.host, hooks.port, endpoints, self._new_broker(), store=self.store)
         self.webhook.start()
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:

@@ -2,15 +2,19 @@
 
 Selected by `type: rest` in `isthmus.yaml`; configured by `RestSystemConfig`. The session
 is shared by reads, writes and `check`, never retries by itself (the worker decides), and
-sends the configured auth on every request. Secrets never appear in errors or logs.
+sends the configured auth on every request. So are the credentials (a token flow renews its
+token for all of them at once) and the system's request budget: the worker opens one
+adapter per system, so every source and route of that system in a process draws on one
+budget. Secrets never appear in errors or logs.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import requests
-
+from adapters.rest.auth import build_credentials
+from adapters.rest.budget import RequestBudget
+from adapters.rest.check import check_system
 from adapters.rest.config import RestSystemConfig
 from adapters.rest.reader import RestReader
 from adapters.rest.transport import Scrubber, build_session, secret_values
@@ -28,8 +32,15 @@ class RestAdapter:
         self.config = config if isinstance(config, RestSystemConfig) else RestSystemConfig.model_validate(config)
         self.session = build_session(self.config, name)
         self.scrubber = Scrubber(secret_values(self.config))
-        self._reader = RestReader(name, self.config, self.session, self.scrubber)
-        self._writer = RestWriter(name, self.config, self.session, self.scrubber)
+        budget = self.config.request_budget
+        self.budget = RequestBudget(name, budget) if budget is not None else None
+        self.credentials = build_credentials(name, self.config, self.scrubber, self.budget)
+        self._reader = RestReader(
+            name, self.config, self.session, self.scrubber, credentials=self.credentials, budget=self.budget
+        )
+        self._writer = RestWriter(
+            name, self.config, self.session, self.scrubber, credentials=self.credentials, budget=self.budget
+        )
 
     def reader(self) -> RestReader:
         return self._reader
@@ -38,26 +49,13 @@ class RestAdapter:
         return self._writer
 
     def check(self) -> CheckResult:
-        """GET base_url (or health_path): reachable if anything answers HTTP; 401/403 → not authenticated.
+        """Connect without moving data: reachability, authentication, API version, permissions.
 
-        `authenticated` is True for a 2xx/3xx answer and None when the answer says nothing
-        about credentials (e.g. 404 on a base URL that serves no page).
+        See `adapters.rest.check.check_system`: GETs and configured probes only, never a write.
         """
-        url = self.config.base_url + (self.config.health_path or "/")
-        try:
-            response = self.session.get(url, timeout=self.config.timeout_s, allow_redirects=False)
-        except requests.RequestException as exc:
-            return CheckResult(self.name, reachable=False, detail=self.scrubber.describe(exc))
-        status = response.status_code
-        authenticated = False if status in (401, 403) else (True if status < 400 else None)
-        return CheckResult(
-            self.name,
-            reachable=True,
-            authenticated=authenticated,
-            detail=self.scrubber.excerpt(f"GET {url} → {status}"),
-            extra={"status": status},
-        )
+        return check_system(self)
 
     def close(self) -> None:
         self._writer.close()
+        self.credentials.close()
         self.session.close()

@@ -38,6 +38,14 @@ def _check_path(value: str) -> str:
     return value
 
 
+def _check_url_or_path(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        return value
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute http(s) URL or a path starting with '/'")
+    return value
+
+
 # ----- authentication ---------------------------------------------------------------------
 
 
@@ -62,7 +70,73 @@ class ApiKeyAuth(_Strict):
     value: SecretStr = Field(description="The API key, as ${ENV_VAR}.")
 
 
-Auth = Annotated[NoAuth | BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")]
+class OAuth2ClientCredentialsAuth(_Strict):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4): a token from the token endpoint, renewed before it expires.
+
+    The token is fetched at the first request, renewed `refresh_before_s` before `expires_in`
+    runs out (at most half its lifetime early), and renewed once more when the API answers
+    401 anyway (a token revoked early); a second 401 is the API's answer.
+    """
+
+    type: Literal["oauth2_client_credentials"] = Field(description="OAuth 2.0 client credentials grant.")
+    token_url: str = Field(description="Token endpoint: an absolute http(s) URL, or a path below base_url.")
+    client_id: str = Field(description="The client id.")
+    client_secret: SecretStr = Field(description="The client secret, as ${ENV_VAR}.")
+    scope: str | None = Field(default=None, description="Space-separated scopes to ask for.")
+    params: dict[str, str] = Field(default_factory=dict, description="Extra form fields, e.g. {audience: ...}.")
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic", description="basic: client id/secret as HTTP Basic; body: as form fields."
+    )
+    refresh_before_s: float = Field(default=60.0, ge=0, description="Renew this long before the token expires.")
+    default_expires_s: float | None = Field(
+        default=None, gt=0, description="Lifetime when the answer has no expires_in (unset: until a 401)."
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url_shape(cls, value: str) -> str:
+        return _check_url_or_path(value)
+
+
+class LoginAuth(_Strict):
+    """Log in with a user name and password to get a session token; log in again when it expires.
+
+    The token is read from the login answer at `token_path` and sent as `<header>: <prefix><token>`
+    on every request. Its lifetime comes from `expires_in_path` (seconds) or `token_ttl_s`;
+    without either it is used until the API answers 401, which logs in again once.
+    """
+
+    type: Literal["login"] = Field(description="Log in to get a token; log in again when it expires.")
+    path: str = Field(description="Login endpoint: a path below base_url (e.g. /api/login) or an absolute URL.")
+    method: Literal["POST", "PUT"] = Field(default="POST", description="HTTP method of the login request.")
+    body_format: Literal["json", "form"] = Field(default="json", description="Send credentials as JSON or a form.")
+    username: str = Field(description="User name.")
+    password: SecretStr = Field(description="Password, as ${ENV_VAR}.")
+    username_field: str = Field(default="username", description="Body field carrying the user name.")
+    password_field: str = Field(default="password", description="Body field carrying the password.")
+    extra_fields: dict[str, str] = Field(default_factory=dict, description="Further body fields, e.g. {tenant: t1}.")
+    token_path: str = Field(default="token", description="Dotted path of the token in the login answer.")
+    expires_in_path: str | None = Field(
+        default=None, description="Dotted path of the token's lifetime in seconds in the login answer."
+    )
+    token_ttl_s: float | None = Field(
+        default=None, gt=0, description="Lifetime when the answer does not say (unset: until a 401)."
+    )
+    header: str = Field(default="Authorization", description="Header that carries the token.")
+    prefix: str = Field(default="Bearer ", description="Text before the token in that header ('' for none).")
+    refresh_before_s: float = Field(default=30.0, ge=0, description="Log in again this long before expiry.")
+
+    @field_validator("path")
+    @classmethod
+    def _login_path_shape(cls, value: str) -> str:
+        return _check_url_or_path(value)
+
+
+Auth = Annotated[
+    NoAuth | BearerAuth | BasicAuth | ApiKeyAuth | OAuth2ClientCredentialsAuth | LoginAuth,
+    Field(discriminator="type"),
+]
+TokenAuth = OAuth2ClientCredentialsAuth | LoginAuth
 
 
 # ----- pagination -------------------------------------------------------------------------
@@ -93,7 +167,30 @@ class CursorPagination(_Strict):
     cursor_path: str = Field(default="next_cursor", description="Dotted path of the next cursor in the response.")
 
 
-Pagination = Annotated[NoPagination | PagePagination | OffsetPagination | CursorPagination, Field(discriminator="type")]
+class LinkPagination(_Strict):
+    """RFC 8288 `Link` headers: follow `<url>; rel="next"` until there is none.
+
+    The next URL is used as the server gives it (it carries its own query); it must be on
+    the same scheme, host and port as base_url, or the read fails: credentials are never
+    sent to another origin.
+    """
+
+    type: Literal["link"] = Field(description='Follow the Link header\'s rel="next" URL.')
+    rel: str = Field(default="next", description="Link relation of the next page.")
+    size_param: str | None = Field(default=None, description="Query parameter carrying the page size, if any.")
+    page_size: int | None = Field(default=None, ge=1, description="Records asked for per page (with size_param).")
+
+    @model_validator(mode="after")
+    def _size_pair(self) -> LinkPagination:
+        if (self.size_param is None) != (self.page_size is None):
+            raise ValueError("set both size_param and page_size, or neither")
+        return self
+
+
+Pagination = Annotated[
+    NoPagination | PagePagination | OffsetPagination | CursorPagination | LinkPagination,
+    Field(discriminator="type"),
+]
 
 
 # ----- entities ---------------------------------------------------------------------------
@@ -110,12 +207,31 @@ class ReadSpec(_Strict):
     id_field: str = Field(description="Record field holding the record's id.")
     version_field: str | None = Field(
         default=None,
-        description="Record field holding its version; if unset the updated_field value is the version.",
+        description="Record field holding its version; if unset the updated_field value (snapshot: the content "
+        "hash) is the version.",
     )
-    updated_field: str = Field(description="Record field holding when it last changed (ISO 8601).")
+    updated_field: str | None = Field(
+        default=None,
+        description="Record field holding when it last changed (ISO 8601); required unless incremental is snapshot.",
+    )
     since_param: str | None = Field(
         default=None,
         description="Query parameter carrying the watermark; unset = filter on updated_field client-side.",
+    )
+    incremental: Literal["server_filter", "client_filter", "snapshot"] | None = Field(
+        default=None,
+        description="server_filter: the API filters by since_param; client_filter: every page is read and "
+        "records older than the watermark are dropped here; snapshot: the API has no change time, every "
+        "record is read and only those whose content hash changed are emitted. Unset: server_filter with a "
+        "since_param, else client_filter.",
+    )
+    hash_exclude: list[str] = Field(
+        default_factory=list,
+        description="snapshot: top-level fields left out of the content hash (values that change on every read).",
+    )
+    check_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra query parameters of `isthmus check`'s one-record read (e.g. {limit: '1'}).",
     )
     params: dict[str, str] = Field(default_factory=dict, description="Static query parameters.")
     pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"), description="Paging style.")
@@ -132,6 +248,26 @@ class ReadSpec(_Strict):
     def _path_shape(cls, value: str) -> str:
         return _check_path(value)
 
+    @model_validator(mode="after")
+    def _incremental_settings(self) -> ReadSpec:
+        mode = self.mode
+        if mode == "server_filter" and self.since_param is None:
+            raise ValueError("incremental 'server_filter' needs 'since_param' (the API's updated-since parameter)")
+        if mode != "server_filter" and self.since_param is not None:
+            raise ValueError(f"incremental {mode!r} sends no since_param: remove it, or use 'server_filter'")
+        if mode != "snapshot" and self.updated_field is None:
+            raise ValueError(f"incremental {mode!r} needs 'updated_field'; an API without one needs 'snapshot'")
+        if mode != "snapshot" and self.hash_exclude:
+            raise ValueError("hash_exclude applies to incremental 'snapshot' only")
+        return self
+
+    @property
+    def mode(self) -> Literal["server_filter", "client_filter", "snapshot"]:
+        """The incremental mode in effect (the explicit one, else inferred from since_param)."""
+        if self.incremental is not None:
+            return self.incremental
+        return "server_filter" if self.since_param is not None else "client_filter"
+
 
 class RequestSpec(_Strict):
     method: HTTP_METHOD = Field(description="HTTP method.")
@@ -140,6 +276,20 @@ class RequestSpec(_Strict):
     @field_validator("path")
     @classmethod
     def _path_shape(cls, value: str) -> str:
+        return _check_path(value)
+
+
+class WriteProbe(_Strict):
+    """A request that tells whether writing is allowed without writing anything (for `isthmus check`)."""
+
+    method: Literal["OPTIONS", "HEAD", "GET"] = Field(default="OPTIONS", description="A method that changes nothing.")
+    path: str = Field(description="Path to ask, e.g. /api/accounts.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str) -> str:
+        if "{" in value:
+            raise ValueError(f"check path {value!r} must be a fixed path, without {{placeholders}}")
         return _check_path(value)
 
 
@@ -162,6 +312,10 @@ class WriteSpec(_Strict):
     )
     drop_fields: list[str] = Field(
         default_factory=list, description="Record fields used only in the URL, not sent in the body."
+    )
+    check: WriteProbe | None = Field(
+        default=None,
+        description="How `isthmus check` verifies write permission without writing (unset: not verified).",
     )
 
     @field_validator("path")
@@ -193,6 +347,47 @@ class EntitySpec(_Strict):
     write: WriteSpec | None = Field(default=None, description="How to write records (omit if read-only).")
 
 
+class RequestBudgetConfig(_Strict):
+    """Calls this process may make to the system, shared by all its readers, writers and checks.
+
+    `per_second` is a token bucket (`burst` calls at once, refilled at `per_second`): a call
+    waits for its token. `per_day` counts calls per UTC day: once spent, reads and writes fail
+    as transient with a retry after 00:00 UTC. Counts are per process and start afresh when it
+    restarts: give each worker process its share of the system's quota.
+    """
+
+    per_second: float | None = Field(default=None, gt=0, description="Sustained calls per second.")
+    burst: int | None = Field(default=None, ge=1, description="Calls allowed at once (default: per_second, >= 1).")
+    per_day: int | None = Field(default=None, ge=1, description="Calls per UTC day.")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RequestBudgetConfig:
+        if self.per_second is None and self.per_day is None:
+            raise ValueError("set per_second, per_day or both")
+        if self.burst is not None and self.per_second is None:
+            raise ValueError("burst needs per_second")
+        return self
+
+
+class VersionProbe(_Strict):
+    """Where `isthmus check` finds the API version: a JSON field of a GET, or a response header."""
+
+    path: str | None = Field(default=None, description="Path to GET (default: the health_path answer).")
+    field: str | None = Field(default=None, description="Dotted path of the version in the JSON answer.")
+    header: str | None = Field(default=None, description="Response header carrying the version.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str | None) -> str | None:
+        return None if value is None else _check_path(value)
+
+    @model_validator(mode="after")
+    def _field_or_header(self) -> VersionProbe:
+        if self.field is None and self.header is None:
+            raise ValueError("set 'field' (a dotted path in the JSON answer) or 'header'")
+        return self
+
+
 class RestSystemConfig(_Strict):
     """A system spoken to over HTTP/JSON."""
 
@@ -200,7 +395,14 @@ class RestSystemConfig(_Strict):
     timeout_s: float = Field(default=10.0, gt=0, description="Connect and read timeout of every request.")
     max_connections: int = Field(default=16, ge=1, description="Connection pool size.")
     concurrency: int = Field(default=8, ge=1, description="Parallel requests in one write batch.")
-    auth: Auth = Field(default_factory=lambda: NoAuth(type="none"), description="none, bearer, basic or api_key.")
+    auth: Auth = Field(
+        default_factory=lambda: NoAuth(type="none"),
+        description="none, bearer, basic, api_key, oauth2_client_credentials or login.",
+    )
+    request_budget: RequestBudgetConfig | None = Field(
+        default=None, description="Calls per second and per day this process may make to the system."
+    )
+    version: VersionProbe | None = Field(default=None, description="Where `isthmus check` reads the API version.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra static headers on every request.")
     health_path: str | None = Field(default=None, description="Path `check` requests (default: base_url).")
     entities: dict[str, EntitySpec] = Field(default_factory=dict, description="Entity name → read/write settings.")

@@ -14,6 +14,15 @@ counting on: a record that changes during the read moves to the end of the list 
 shift the following records past a page boundary, unseen. Records at exactly that moment
 that were already yielded are skipped; plain page/offset counting is used only while a
 whole page shares one moment.
+
+Three incremental modes (`incremental:`): `server_filter` (the API filters by `since_param`),
+`client_filter` (every page is read, records older than the watermark are dropped here) and
+`snapshot` (no change time at all: every record is read and only those whose content hash
+changed are yielded; the hashes travel in the watermark — see `adapters.rest.snapshot`).
+Pagination by page, offset, cursor or RFC 8288 `Link: <...>; rel="next"` headers; the records
+sit at each endpoint's own `records_path`. Every request takes one unit of the system's
+request budget first and carries the current credentials; a 401 with renewable credentials
+(OAuth2, login) renews them and repeats the request once.
 """
 
 from __future__ import annotations
@@ -23,12 +32,18 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 import structlog
+from requests.structures import CaseInsensitiveDict
 
+from adapters.rest import snapshot
+from adapters.rest.auth import Credentials, same_origin
+from adapters.rest.budget import RequestBudget
 from adapters.rest.config import (
     CursorPagination,
+    LinkPagination,
     OffsetPagination,
     PagePagination,
     ReadSpec,
@@ -61,12 +76,16 @@ class RestReader:
         session: requests.Session,
         scrubber: Scrubber,
         sleep: Callable[[float], None] = time.sleep,
+        credentials: Credentials | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.system = system
         self.config = config
         self.session = session
         self.scrubber = scrubber
         self.sleep = sleep
+        self.credentials = credentials or Credentials()
+        self.budget = budget
 
     def _spec(self, entity: str) -> ReadSpec:
         spec = self.config.entities.get(entity)
@@ -77,9 +96,11 @@ class RestReader:
 
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]:
         spec = self._spec(entity)
+        if spec.mode == "snapshot":
+            yield from self._read_snapshot(spec, watermark)
+            return
         since = _watermark_moment(watermark)
         best = since
-        url = self.config.base_url + spec.path
         base_params: dict[str, str] = dict(spec.params)
         if spec.since_param and watermark:
             base_params[spec.since_param] = utc_iso(since) if since else watermark
@@ -88,27 +109,11 @@ class RestReader:
         request_since = since  # the moment the current query's since_param asks from
         at_best: set[str] = set()  # ids yielded whose updated value equals `best`
         already: set[str] = set()  # ids at `request_since` yielded before the query was re-anchored
-        page_no = pagination.start if isinstance(pagination, PagePagination) else 0
-        offset = 0
-        cursor: str | None = None
-        seen_cursors: set[str] = set()
+        pager = _Pager(self, spec)
         while True:
-            params = dict(base_params)
-            if isinstance(pagination, PagePagination):
-                params[pagination.page_param] = str(page_no)
-                params[pagination.size_param] = str(pagination.page_size)
-            elif isinstance(pagination, OffsetPagination):
-                params[pagination.offset_param] = str(offset)
-                params[pagination.limit_param] = str(pagination.limit)
-            elif isinstance(pagination, CursorPagination) and cursor is not None:
-                params[pagination.cursor_param] = cursor
-            body = self._get(url, params, spec)
-            raw = dig(body, spec.records_path)
-            if not isinstance(raw, list):
-                raise PermanentError(
-                    f"GET {spec.path}: expected a list at records_path {spec.records_path!r}, got {type(raw).__name__}",
-                    system=self.system,
-                )
+            url, params = pager.request(base_params)
+            body, headers = self._get(url, params, spec)
+            raw = self._records_of(body, spec)
             records: list[SourceRecord] = []
             for index, item in enumerate(raw):
                 record, updated = self._record(spec, item, index)
@@ -123,37 +128,58 @@ class RestReader:
                 records.append(record)
             yield ReadPage(records=records, watermark=utc_iso(best) if best else watermark)
 
-            if not raw or dig(body, spec.has_more_path, True) is False:
+            if not pager.more(body, raw, headers):
                 return
-            if isinstance(pagination, PagePagination):
-                full = len(raw) >= pagination.page_size
-            elif isinstance(pagination, OffsetPagination):
-                full = len(raw) >= pagination.limit
-            else:
-                full = False
-            if resume_by_since and full and best is not None and (request_since is None or best > request_since):
+            if (
+                resume_by_since
+                and pager.full(raw)
+                and best is not None
+                and (request_since is None or best > request_since)
+            ):
                 assert spec.since_param is not None
                 base_params[spec.since_param] = utc_iso(best)
                 request_since, already = best, set(at_best)
-                page_no = pagination.start if isinstance(pagination, PagePagination) else 0
-                offset = 0
+                pager.restart()
                 continue
-            if isinstance(pagination, PagePagination):
-                if len(raw) < pagination.page_size:
-                    return
-                page_no += 1
-            elif isinstance(pagination, OffsetPagination):
-                if len(raw) < pagination.limit:
-                    return
-                offset += len(raw)
-            elif isinstance(pagination, CursorPagination):
-                next_cursor = dig(body, pagination.cursor_path)
-                if next_cursor in (None, "") or str(next_cursor) in seen_cursors:
-                    return
-                cursor = str(next_cursor)
-                seen_cursors.add(cursor)
-            else:
+            if not pager.advance(body, raw):
                 return
+
+    def _read_snapshot(self, spec: ReadSpec, watermark: str | None) -> Iterator[ReadPage]:
+        """Every page of the list; only records whose content hash changed; the new hashes last."""
+        previous = snapshot.decode(watermark)
+        current: dict[str, str] = {}
+        exclude = frozenset(spec.hash_exclude)
+        pager = _Pager(self, spec)
+        while True:
+            url, params = pager.request(spec.params)
+            body, headers = self._get(url, params, spec)
+            raw = self._records_of(body, spec)
+            records: list[SourceRecord] = []
+            for index, item in enumerate(raw):
+                record, _updated = self._record(spec, item, index)
+                digest = snapshot.content_hash(item, exclude)
+                if current.get(record.record_id) == digest:
+                    continue  # the same record twice in one read (pages shifted under us)
+                current[record.record_id] = digest
+                if previous.get(record.record_id) == digest:
+                    continue
+                if spec.version_field is None or record.version is None:
+                    record.version = digest
+                records.append(record)
+            yield ReadPage(records=records, watermark=None)
+            if not pager.more(body, raw, headers) or not pager.advance(body, raw):
+                break
+        log.debug("snapshot_read", system=self.system, path=spec.path, records=len(current))
+        yield ReadPage(records=[], watermark=snapshot.encode(current))
+
+    def _records_of(self, body: Any, spec: ReadSpec) -> list[Any]:
+        raw = dig(body, spec.records_path)
+        if not isinstance(raw, list):
+            raise PermanentError(
+                f"GET {spec.path}: expected a list at records_path {spec.records_path!r}, got {type(raw).__name__}",
+                system=self.system,
+            )
+        return raw
 
     def _record(self, spec: ReadSpec, item: Any, index: int) -> tuple[SourceRecord, datetime | None]:
         if not isinstance(item, dict):
@@ -166,7 +192,7 @@ class RestReader:
             raise PermanentError(
                 f"GET {spec.path}: record {index} has no id field {spec.id_field!r}", system=self.system
             )
-        raw_updated = item.get(spec.updated_field)
+        raw_updated = item.get(spec.updated_field) if spec.updated_field else None
         updated: datetime | None = None
         if raw_updated is not None:
             try:
@@ -190,12 +216,20 @@ class RestReader:
             updated,
         )
 
-    def _get(self, url: str, params: dict[str, str], spec: ReadSpec) -> Any:
-        """One GET, waiting out a bounded number of 429/503 with Retry-After; the JSON body."""
+    def _get(self, url: str, params: dict[str, str], spec: ReadSpec) -> tuple[Any, CaseInsensitiveDict[str]]:
+        """One GET, waiting out a bounded number of 429/503 with Retry-After; the JSON body and headers.
+
+        Takes one unit of the request budget per request sent (BudgetExhausted is transient);
+        a 401 with renewable credentials renews them and asks once more.
+        """
         waits = 0
+        renewed = False
         while True:
+            if self.budget is not None:
+                self.budget.acquire()
+            sent = self.credentials.headers()
             try:
-                response = self.session.get(url, params=params, timeout=self.config.timeout_s)
+                response = self.session.get(url, params=params, headers=sent or None, timeout=self.config.timeout_s)
             except requests.RequestException as exc:
                 error = f"GET {spec.path} failed: {self.scrubber.describe(exc)}"
                 if classify_exception(exc) == "transient":
@@ -205,7 +239,7 @@ class RestReader:
             outcome = classify_status(status)
             if outcome == "ok":
                 try:
-                    return json.loads(response.content)
+                    return json.loads(response.content), response.headers
                 except ValueError:
                     raise PermanentError(
                         f"GET {spec.path} → {status}: body is not JSON: "
@@ -213,6 +247,11 @@ class RestReader:
                         system=self.system,
                         status=status,
                     ) from None
+            if status == 401 and self.credentials.renewable and not renewed:
+                renewed = True
+                log.info("read_token_rejected", system=self.system, path=spec.path)
+                self.credentials.renew(sent)
+                continue
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status in RATE_LIMITED_STATUSES and retry_after is not None and waits < spec.rate_limit_retries:
                 waits += 1
@@ -224,6 +263,99 @@ class RestReader:
             if outcome == "transient":
                 raise TransientError(error, system=self.system, status=status, retry_after=retry_after)
             raise PermanentError(error, system=self.system, status=status)
+
+
+class _Pager:
+    """Where the next page of one read is: a page number, an offset, a cursor or a next link."""
+
+    def __init__(self, reader: RestReader, spec: ReadSpec) -> None:
+        self.reader = reader
+        self.spec = spec
+        self.pagination = spec.pagination
+        self.url = reader.config.base_url + spec.path
+        self.cursor: str | None = None
+        self.seen_cursors: set[str] = set()
+        self.next_url: str | None = None  # link pagination: the next page's URL, as the server gave it
+        self.restart()
+
+    def restart(self) -> None:
+        """Back to the first page (the since value moved: see the module docstring)."""
+        self.page_no = self.pagination.start if isinstance(self.pagination, PagePagination) else 0
+        self.offset = 0
+
+    def request(self, base_params: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """URL and query of the current page; a next link carries its own query."""
+        if self.next_url is not None:
+            return self.next_url, {}
+        pagination = self.pagination
+        params = dict(base_params)
+        if isinstance(pagination, PagePagination):
+            params[pagination.page_param] = str(self.page_no)
+            params[pagination.size_param] = str(pagination.page_size)
+        elif isinstance(pagination, OffsetPagination):
+            params[pagination.offset_param] = str(self.offset)
+            params[pagination.limit_param] = str(pagination.limit)
+        elif isinstance(pagination, CursorPagination) and self.cursor is not None:
+            params[pagination.cursor_param] = self.cursor
+        elif isinstance(pagination, LinkPagination) and pagination.size_param and pagination.page_size:
+            params[pagination.size_param] = str(pagination.page_size)
+        return self.url, params
+
+    def more(self, body: Any, raw: list[Any], headers: CaseInsensitiveDict[str]) -> bool:
+        """Whether the server says another page may follow (a next link; a non-empty page not flagged last)."""
+        if isinstance(self.pagination, LinkPagination):
+            self.next_url = self._next_link(headers, self.next_url or self.url, self.pagination)
+            return self.next_url is not None
+        return bool(raw) and dig(body, self.spec.has_more_path, True) is not False
+
+    def full(self, raw: list[Any]) -> bool:
+        """The page was as long as asked for (page and offset pagination)."""
+        if isinstance(self.pagination, PagePagination):
+            return len(raw) >= self.pagination.page_size
+        if isinstance(self.pagination, OffsetPagination):
+            return len(raw) >= self.pagination.limit
+        return False
+
+    def advance(self, body: Any, raw: list[Any]) -> bool:
+        """Move on to the next page; False when the one just read was the last."""
+        pagination = self.pagination
+        if isinstance(pagination, LinkPagination):
+            return self.next_url is not None
+        if isinstance(pagination, PagePagination | OffsetPagination):
+            if not self.full(raw):
+                return False
+            self.page_no += 1
+            self.offset += len(raw)
+            return True
+        if isinstance(pagination, CursorPagination):
+            found = dig(body, pagination.cursor_path)
+            if found in (None, "") or str(found) in self.seen_cursors:
+                return False
+            self.cursor = str(found)
+            self.seen_cursors.add(self.cursor)
+            return True
+        return False
+
+    def _next_link(self, headers: CaseInsensitiveDict[str], current: str, pagination: LinkPagination) -> str | None:
+        """The absolute URL of the `rel` link of the Link header; None at the last page.
+
+        A link to another origin is refused (PermanentError): the request would carry our credentials.
+        """
+        header = headers.get("Link")
+        if not header:
+            return None
+        base_url = self.reader.config.base_url
+        for link in requests.utils.parse_header_links(header):
+            if pagination.rel in str(link.get("rel", "")).split() and link.get("url"):
+                target = urljoin(current, link["url"])
+                if not same_origin(target, base_url):
+                    raise PermanentError(
+                        f"GET {self.spec.path}: the next-page link points to another origin "
+                        f"({self.reader.scrubber.excerpt(target, 120)}); credentials are only sent to {base_url}",
+                        system=self.reader.system,
+                    )
+                return None if target == current else target
+        return None
 
 
 def _watermark_moment(watermark: str | None) -> datetime | None:

@@ -25,7 +25,14 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 from requests.structures import CaseInsensitiveDict
 
-from adapters.rest.config import ApiKeyAuth, BasicAuth, BearerAuth, RestSystemConfig
+from adapters.rest.config import (
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    LoginAuth,
+    OAuth2ClientCredentialsAuth,
+    RestSystemConfig,
+)
 from middleware.logmask import register_secret
 from middleware.observability import observe_adapter_call, prepare_adapter_metrics
 
@@ -35,6 +42,7 @@ Outcome = Literal["ok", "transient", "permanent"]
 
 
 def auth_headers(config: RestSystemConfig) -> dict[str, str]:
+    """The fixed auth headers of static credentials; token flows add theirs per request (`auth.py`)."""
     auth = config.auth
     if isinstance(auth, BearerAuth):
         return {"Authorization": f"Bearer {auth.token.get_secret_value()}"}
@@ -56,6 +64,10 @@ def secret_values(config: RestSystemConfig) -> list[str]:
         found.append(auth.password.get_secret_value())
     elif isinstance(auth, ApiKeyAuth):
         found.append(auth.value.get_secret_value())
+    elif isinstance(auth, OAuth2ClientCredentialsAuth):
+        found.append(auth.client_secret.get_secret_value())
+    elif isinstance(auth, LoginAuth):
+        found.append(auth.password.get_secret_value())
     found.extend(auth_headers(config).values())
     found.extend(config.headers.values())
     return [s for s in found if len(s) >= 4]
@@ -64,7 +76,7 @@ def secret_values(config: RestSystemConfig) -> list[str]:
 class MeteredHTTPAdapter(HTTPAdapter):
     """The session's connection pool; counts and times each call made through the session.
 
-    GET and HEAD count as `read`, anything else as `write`. The body is read inside the
+    GET, HEAD and OPTIONS count as `read`, anything else as `write`. The body is read inside the
     timing (requests would read it right after anyway), so a slow page download shows.
     """
 
@@ -74,7 +86,7 @@ class MeteredHTTPAdapter(HTTPAdapter):
         prepare_adapter_metrics(system)
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
-        operation = "read" if request.method in ("GET", "HEAD") else "write"
+        operation = "read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"
         started = time.perf_counter()
         try:
             response = super().send(request, *args, **kwargs)

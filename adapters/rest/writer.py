@@ -7,6 +7,11 @@ record (it has a `{placeholder}`); a path without placeholders (e.g. `POST /api/
 says nothing about the record, so the lane is the record's identity instead: the message's
 idempotency key without its `@version` suffix. Every request carries `Idempotency-Key` (the
 message's key) and `X-Correlation-Id`; results come back in request order.
+
+Each request takes one unit of the system's request budget first (a spent day's budget is a
+transient result with `retry_after` until 00:00 UTC, and nothing is sent) and carries the
+current credentials; a 401 with renewable credentials (OAuth2, login) renews them and sends
+the request once more — safe, as the target refused the first one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from urllib.parse import quote
 
 import requests
 
+from adapters.rest.auth import Credentials
+from adapters.rest.budget import RequestBudget
 from adapters.rest.config import RestSystemConfig, WriteSpec, path_placeholders
 from adapters.rest.payload import dig, encode_json
 from adapters.rest.transport import (
@@ -32,6 +39,7 @@ from adapters.rest.transport import (
     send_direct,
 )
 from middleware.adapter import WriteRequest, WriteResult
+from middleware.errors import DeliveryError, TransientError
 
 
 @dataclass
@@ -50,11 +58,21 @@ class _Prepared:
 class RestWriter:
     """Writes the entities of one REST system that have `write:` settings."""
 
-    def __init__(self, system: str, config: RestSystemConfig, session: requests.Session, scrubber: Scrubber) -> None:
+    def __init__(
+        self,
+        system: str,
+        config: RestSystemConfig,
+        session: requests.Session,
+        scrubber: Scrubber,
+        credentials: Credentials | None = None,
+        budget: RequestBudget | None = None,
+    ) -> None:
         self.system = system
         self.config = config
         self.session = session
         self.scrubber = scrubber
+        self.credentials = credentials or Credentials()
+        self.budget = budget
         self._executor: ThreadPoolExecutor | None = None
 
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
@@ -144,17 +162,40 @@ class RestWriter:
 
     def _send(self, prepared: _Prepared) -> WriteResult:
         what = f"{prepared.method} {prepared.path}"
-        try:
-            response = send_direct(
-                self.session,
-                prepared.method,
-                prepared.url,
-                prepared.body,
-                prepared.headers,
-                self.config.timeout_s,
-            )
-        except requests.RequestException as exc:
-            return WriteResult(classify_exception(exc), error=f"{what} failed: {self.scrubber.describe(exc)}")
+        renewed = False
+        while True:
+            headers = prepared.headers
+            try:
+                if self.budget is not None:
+                    self.budget.acquire()
+                sent = self.credentials.headers()
+            except DeliveryError as exc:  # budget spent, or the token endpoint failed: nothing was sent
+                error = f"{what} not sent: {exc}"
+                if isinstance(exc, TransientError):
+                    return WriteResult("transient", error=error, status=exc.status, retry_after=exc.retry_after)
+                return WriteResult("permanent", error=error, status=exc.status)
+            if sent:
+                headers = {**headers, **sent}
+            try:
+                response = send_direct(
+                    self.session,
+                    prepared.method,
+                    prepared.url,
+                    prepared.body,
+                    headers,
+                    self.config.timeout_s,
+                )
+            except requests.RequestException as exc:
+                return WriteResult(classify_exception(exc), error=f"{what} failed: {self.scrubber.describe(exc)}")
+            if response.status_code == 401 and self.credentials.renewable and not renewed:
+                renewed = True
+                try:
+                    self.credentials.renew(sent)
+                except DeliveryError:
+                    pass  # answered below as the 401 it is
+                else:
+                    continue
+            break
         status = response.status_code
         outcome = classify_status(status)
         if outcome != "ok":

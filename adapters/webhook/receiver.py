@@ -7,15 +7,24 @@ event, routed by the endpoint's `message_type`. What a sender may rely on:
 * 202 `{"accepted": n, "message_ids": [...]}` only after `broker.publish` returned, i.e.
   the events are durable; any other answer means nothing of that request was published.
 * With a `secret`, `X-Isthmus-Signature: sha256=<hex HMAC-SHA256 of the raw body>` is
-  required; a wrong or missing signature is 401 and nothing is published.
+  required; a wrong or missing signature is 401 and nothing is published. `signature:`
+  selects another header or the `timestamped` scheme (`t=<unix>,v1=<hex>` over
+  `<t>.<raw body>`, refused outside its replay window): see `adapters.webhook.signatures`.
+* With `dedup:`, an event id already accepted is answered 200 `{"accepted": 0,
+  "duplicates": n}` and not published again; the ids are kept in the state store
+  (`adapters.webhook.dedup`). A request mixing new and seen events publishes the new ones
+  (202, with `duplicates`).
 * 400 malformed JSON or a body of the wrong shape, 422 an event without its id (or with an
   unreadable occurred time), 404 unknown path, 413 body too large, 503 + `Retry-After: 1`
   when the broker fails (send again: the same event version has the same idempotency key).
 * `X-Correlation-Id`, when given, becomes the correlation id of every envelope of the request.
 * `GET /healthz` → 200.
 
-Publishing is serialized with a lock: broker handles (pika channels, SQLite connections)
-are not safe to share between the server's threads. Neither the secret nor a body is logged.
+Publishing goes through one publisher thread (`GroupPublisher`): broker handles (pika
+channels, SQLite connections) are not safe to share between the server's threads, and the
+requests that arrive while one publish is waiting for its confirms are published together
+in the next, so concurrent senders share one confirm wait (one transaction on the embedded
+broker) instead of queueing for one each. Neither the secret nor a body is logged.
 """
 
 from __future__ import annotations
@@ -23,26 +32,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import queue
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from adapters.webhook.dedup import Claim, DedupSettings, EventLedger, event_ids, scope_of
+from adapters.webhook.signatures import SignatureSettings, verify
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.errors import ConfigError
 from middleware.logmask import register_secret
 from middleware.message import MESSAGE_TYPE_PATTERN, Envelope, Source, utc_now
 from middleware.observability import MESSAGES_PUBLISHED, WEBHOOK_REQUESTS
+from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.webhook")
 
 SIGNATURE_HEADER = "X-Isthmus-Signature"
 CORRELATION_HEADER = "X-Correlation-Id"
 MAX_BODY_BYTES = 5 * 1024 * 1024
+_DEFAULT_SIGNATURE = SignatureSettings()
 
 
 class WebhookEndpoint(BaseModel):
@@ -64,6 +79,18 @@ class WebhookEndpoint(BaseModel):
         description="Dotted path of the event list in the body ('' = the body is an event or a list).",
     )
     secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 secret, as ${ENV_VAR}.")
+    signature: SignatureSettings | None = Field(
+        default=None, description="Signature scheme and header (default with a secret: hmac_sha256 of the body)."
+    )
+    dedup: DedupSettings | None = Field(
+        default=None, description="Where each event's id is; an id already accepted is answered 200, not enqueued."
+    )
+
+    @model_validator(mode="after")
+    def _signature_needs_secret(self) -> WebhookEndpoint:
+        if self.signature is not None and self.secret is None:
+            raise ValueError("'signature' needs 'secret' (as ${ENV_VAR})")
+        return self
 
     @field_validator("path")
     @classmethod
@@ -168,6 +195,97 @@ def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str 
     return envelopes
 
 
+class _Handover:
+    """One request's messages, waiting for the publisher thread to say how their publish went.
+
+    `done` is a lock held until then: cheaper per request than an Event (a Condition)."""
+
+    __slots__ = ("done", "error", "messages")
+
+    def __init__(self, messages: list[OutgoingMessage]) -> None:
+        self.messages = messages
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+class GroupPublisher:
+    """Publishes the messages of concurrent requests together, from one thread.
+
+    `publish` returns once the broker took the caller's messages durably, or raises what the
+    broker raised. Everything handed over while a publish is in flight goes into the next
+    one (up to `max_messages`), so N concurrent requests cost one confirm wait, not N in a
+    row. A failed publish fails every request in it: each answers 503 and its sender sends
+    again (what did land is absorbed by the idempotency keys), as with a failed publish of
+    one request's list of events.
+    """
+
+    def __init__(self, broker: Broker, max_messages: int = 1000) -> None:
+        self.broker = broker
+        self.max_messages = max_messages
+        self._inbox: queue.SimpleQueue[_Handover | None] = queue.SimpleQueue()  # None: stop
+        self._lock = threading.Lock()  # orders every hand-over before the stop marker
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        handover = _Handover(list(messages))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the webhook receiver is stopping")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhook-publisher", daemon=True)
+                self._thread.start()
+            self._inbox.put(handover)
+        handover.done.acquire()
+        if handover.error is not None:
+            raise handover.error
+
+    def _take(self) -> tuple[list[_Handover], bool]:
+        """(the next batch: the first hand-over waited for, then what is already there up to
+        `max_messages`; whether the stop marker came)."""
+        first = self._inbox.get()
+        if first is None:
+            return [], True
+        batch, count = [first], len(first.messages)
+        while count < self.max_messages:
+            try:
+                handover = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if handover is None:
+                return batch, True
+            batch.append(handover)
+            count += len(handover.messages)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._take()
+            if not batch:
+                continue
+            try:
+                self.broker.publish([m for handover in batch for m in handover.messages])
+            except BaseException as exc:  # handed to each waiting request, which answers 503
+                for handover in batch:
+                    handover.error = exc
+            finally:
+                for handover in batch:
+                    handover.done.release()
+
+    def close(self) -> None:
+        """Publish what was handed over already, then stop; later calls raise."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread, self._thread = self._thread, None
+            self._inbox.put(None)
+        if thread is not None:
+            thread.join(30)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -228,8 +346,19 @@ class _Handler(BaseHTTPRequestHandler):
 class WebhookReceiver:
     """Serves the configured webhook endpoints on `host:port` (0 = any free port)."""
 
-    def __init__(self, host: str, port: int, endpoints: Mapping[str, WebhookEndpoint], broker: Broker) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        endpoints: Mapping[str, WebhookEndpoint],
+        broker: Broker,
+        store: Store | None = None,
+    ) -> None:
+        """`store` keeps the seen event ids of endpoints with `dedup:` (see `adapters.webhook.dedup`)."""
         self.host = host
+        self.ledger = EventLedger(store)
+        if store is None and any(e.dedup is not None for e in endpoints.values()):
+            log.warning("webhook_dedup_not_durable", reason="no state store given: seen event ids are kept in memory")
         self._port = port
         self.broker = broker
         self.by_path: dict[str, tuple[str, WebhookEndpoint]] = {}
@@ -240,7 +369,7 @@ class WebhookReceiver:
             self.by_path[endpoint.path] = (name, endpoint)
             if endpoint.secret is not None:
                 register_secret(endpoint.secret.get_secret_value())
-        self._publish_lock = threading.Lock()
+        self._publisher = GroupPublisher(broker)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -270,6 +399,8 @@ class WebhookReceiver:
             self._server.server_close()
             self._port = self._server.server_address[1]
             self._server = None
+        self._publisher.close()  # publishes what was handed over before the server stopped
+        self._publisher = GroupPublisher(self.broker)  # for a restart; its thread starts on use
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
@@ -290,11 +421,11 @@ class WebhookReceiver:
         correlation_id = (headers.get(CORRELATION_HEADER) or "").strip()[:200]
         bound = log.bind(endpoint=name, correlation_id=correlation_id or None)
         if endpoint.secret is not None:
-            given = headers.get(SIGNATURE_HEADER) or ""
-            expected = sign(endpoint.secret.get_secret_value(), body)
-            if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-                bound.warning("webhook_event_rejected", status=401, reason="bad or missing signature")
-                return 401, {"error": f"bad or missing {SIGNATURE_HEADER} signature"}, {}
+            scheme = endpoint.signature or _DEFAULT_SIGNATURE
+            refused = verify(scheme, endpoint.secret.get_secret_value(), body, headers, time.time())
+            if refused is not None:
+                bound.warning("webhook_event_rejected", status=401, reason=refused)
+                return 401, {"error": refused}, {}
         try:
             envelopes = build_envelopes(endpoint, body, correlation_id)
         except _Rejected as exc:
@@ -304,18 +435,45 @@ class WebhookReceiver:
             OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id), key=e.record_key)
             for e in envelopes
         ]
-        if messages:
+        claim: Claim | None = None
+        if endpoint.dedup is not None:
             try:
-                with self._publish_lock:
-                    self.broker.publish(messages)
-            except Exception as exc:  # any broker failure: the sender must retry, nothing is promised
-                bound.error("webhook_publish_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
-                return 503, {"error": "could not store the events; retry later"}, {"Retry-After": "1"}
-            MESSAGES_PUBLISHED.labels(name, endpoint.message_type).inc(len(messages))
+                ids = event_ids(endpoint.dedup, [e.payload for e in envelopes], headers)
+            except ValueError as exc:
+                bound.warning("webhook_event_rejected", status=422, reason=str(exc)[:200])
+                return 422, {"error": str(exc)}, {}
+            try:
+                claim = self.ledger.claim(scope_of(name), ids)
+            except Exception as exc:  # the store is down: nothing is promised, the sender retries
+                bound.error("webhook_dedup_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                return 503, {"error": "could not check for duplicate events; retry later"}, {"Retry-After": "1"}
+            messages = claim.select(ids, messages, whole_request=endpoint.dedup.event_id_header is not None)
+        published = False
+        try:
+            if messages:
+                try:
+                    self._publisher.publish(messages)
+                except Exception as exc:  # any broker failure: the sender must retry, nothing is promised
+                    bound.error("webhook_publish_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                    return 503, {"error": "could not store the events; retry later"}, {"Retry-After": "1"}
+                MESSAGES_PUBLISHED.labels(name, endpoint.message_type).inc(len(messages))
+            published = True
+        finally:
+            if claim is not None:
+                try:
+                    self.ledger.settle(claim, published)
+                except Exception as exc:  # published but not remembered: a redelivery is published again
+                    bound.warning("webhook_dedup_not_recorded", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        answer: dict[str, Any] = {"accepted": len(messages), "message_ids": [m.message_id for m in messages]}
+        if claim is not None:
+            answer["duplicates"] = len(envelopes) - len(messages)
+            if not messages and answer["duplicates"]:
+                bound.info("webhook_event_duplicate", duplicates=answer["duplicates"])
+                return 200, answer, {}
         bound.info(
             "webhook_event_accepted",
             accepted=len(messages),
             message_type=endpoint.message_type,
             message_ids=[m.message_id for m in messages],
         )
-        return 202, {"accepted": len(messages), "message_ids": [m.message_id for m in messages]}, {}
+        return 202, answer, {}

@@ -80,7 +80,7 @@ class StubServer:
                 except OSError:
                     pass  # the client gave up (timeout tests)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_any
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from middleware.broker import rabbitmq_topology as topo
-from middleware.broker.base import Delivery, OutgoingMessage, QueueOptions, dlq_name
+from middleware.broker.base import OutgoingMessage, QueueOptions, dlq_name
 from middleware.broker.rabbitmq import BackpressureError, RabbitMqBroker
 from middleware.dlq import replay
 from middleware.errors import TransientError

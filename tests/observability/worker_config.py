@@ -45,6 +45,8 @@ def write_observed_config(
     config["observability"] = {"port": 0, "log_format": "json", "log_level": log_level, "depth_sample_interval_s": 0.3}
     if erp_auth is not None:
         config["systems"]["erp"]["auth"] = erp_auth
+    # a budget far above what the test sends: the budget gauges exist, nothing waits for them
+    config["systems"]["erp"]["request_budget"] = {"per_second": 1000, "per_day": 1_000_000}
     config["sources"] = [
         {
             "name": "crm_customers",
