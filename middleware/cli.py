@@ -312,6 +312,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.erp == "tryton":
+        from middleware.demo_tryton import run_tryton_demo
+
+        return run_tryton_demo(args.customers, args.orders, keep_running=args.keep_running)
     from middleware.demo import run_demo
 
     return run_demo(customers=args.customers, orders_per_customer=args.orders, keep_running=args.keep_running)
@@ -413,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=60)
     p.add_argument("--orders", type=int, default=2, help="orders per customer")
     p.add_argument("--keep-running", action="store_true", help="keep the sample systems and worker up")
+    p.add_argument(
+        "--erp",
+        choices=["sample", "tryton"],
+        default="sample",
+        help="sample: the bundled sample ERP; tryton: a real Tryton started locally (needs the test extras)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="measure mapping and end-to-end throughput")

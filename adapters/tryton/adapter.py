@@ -1,0 +1,70 @@
+"""The Tryton adapter: a reader and a writer over one logged-in JSON-RPC session.
+
+Selected by `type: tryton` in `isthmus.yaml`; configured by `TrytonSystemConfig`. The
+session is shared by reads, writes and `check`, logs in on first use and again when the
+server ends it, and never retries a call by itself (the worker decides). The password and
+session token never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from adapters.tryton.config import TrytonSystemConfig
+from adapters.tryton.reader import TrytonReader
+from adapters.tryton.rpc import TrytonRpc
+from adapters.tryton.writer import TrytonWriter
+from middleware.adapter import CheckResult
+from middleware.errors import PermanentError, TransientError
+
+
+class TrytonAdapter:
+    """Tryton ERP over JSON-RPC (see `adapters.tryton.config` for the settings)."""
+
+    config_model: ClassVar[type[TrytonSystemConfig]] = TrytonSystemConfig
+
+    def __init__(self, name: str, config: TrytonSystemConfig | dict[str, object]) -> None:
+        self.name = name
+        self.config = config if isinstance(config, TrytonSystemConfig) else TrytonSystemConfig.model_validate(config)
+        self.rpc = TrytonRpc(
+            self.config.url,
+            self.config.database,
+            self.config.username,
+            self.config.password.get_secret_value(),
+            language=self.config.language,
+            timeout_s=self.config.timeout_s,
+            max_connections=self.config.max_connections,
+            system=name,
+        )
+        self._reader = TrytonReader(name, self.config, self.rpc)
+        self._writer = TrytonWriter(name, self.config, self.rpc)
+
+    def reader(self) -> TrytonReader:
+        return self._reader
+
+    def writer(self) -> TrytonWriter:
+        return self._writer
+
+    def check(self) -> CheckResult:
+        """Log in and read the user's company: reachable, authenticated, and which company it is."""
+        try:
+            self.rpc.login()
+            context = self.rpc.context
+        except TransientError as exc:
+            return CheckResult(self.name, reachable=False, detail=str(exc))
+        except PermanentError as exc:
+            reachable = exc.status is not None
+            return CheckResult(self.name, reachable=reachable, authenticated=False if reachable else None,
+                               detail=str(exc))
+        company = context.get("company.rec_name") or context.get("company")
+        return CheckResult(
+            self.name,
+            reachable=True,
+            authenticated=True,
+            detail=f"logged in to {self.config.database!r} as {self.config.username!r}; company {company!r}",
+            extra={"company": context.get("company"), "language": context.get("language")},
+        )
+
+    def close(self) -> None:
+        self._writer.close()
+        self.rpc.close()

@@ -1,0 +1,191 @@
+"""`isthmus demo --erp tryton`: the sample CRM synced with a real Tryton ERP.
+
+Starts the SAMPLE CRM (deploy/demo/sample_crm.py) and a real `trytond` on SQLite (a copy
+of a prepared database: company, chart of accounts, fiscal year, tax, payment term, the
+CRM's products in stock — prepared once, about a minute, then cached), runs a worker with
+deploy/demo/tryton.yaml in this process and shows progress: customers become parties, won
+orders become confirmed sales that reserve stock, and the reservation flows back to the
+CRM. Then it plays Tryton's accountant and posts the sales' invoices, and the CRM orders
+turn "invoiced". State stays in .isthmus/demo-tryton/ (broker, store, worker.log,
+trytond.log); `isthmus dlq list --config deploy/demo/tryton.yaml` shows what was
+dead-lettered and why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "deploy" / "demo" / "tryton.yaml"
+DEMO_STATE = REPO / ".isthmus" / "demo-tryton"
+CRM_TOKEN = "demo-crm-token"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def run_tryton_demo(
+    customers: int = 20,
+    orders_per_customer: int = 2,
+    keep_running: bool = False,
+    timeout_s: float = 180.0,
+    out: Any = None,
+) -> int:
+    """Run the demo; 0 when everything that can flow has flowed, 1 if not in time, 2 without trytond."""
+    from adapters.tryton import TrytonAdapter
+    from adapters.tryton.localserver import LocalTryton, TrytonUnavailable, trytond_available
+    from deploy.demo.sample_crm import SampleCrm
+    from middleware.broker import open_broker
+    from middleware.broker.base import dlq_name
+    from middleware.config import load_config
+    from middleware.dlq import list_dead_letters
+    from middleware.errors import IsthmusError
+    from middleware.worker import Worker
+
+    out = out or sys.stdout
+    missing = trytond_available()
+    if missing:
+        print(f"the Tryton demo needs trytond: {missing}", file=out)
+        return 2
+    shutil.rmtree(DEMO_STATE, ignore_errors=True)
+    DEMO_STATE.mkdir(parents=True, exist_ok=True)
+    print("starting Tryton (the first run prepares its database: about a minute)...", file=out, flush=True)
+    tryton = LocalTryton(DEMO_STATE / "tryton")
+    try:
+        tryton.start()
+    except TrytonUnavailable as exc:
+        print(f"Tryton did not start: {exc}", file=out)
+        return 2
+    crm = SampleCrm(token=CRM_TOKEN).start()
+    seeded = crm.seed(customers=customers, orders_per_customer=orders_per_customer, with_bad_records=True)
+    with crm.lock:
+        bad_customers = set(crm.bad_records["customers"])
+        bad_orders = set(crm.bad_records["orders"])
+        good_customers = {k for k in crm.customers.rows if k not in bad_customers}
+        won = {
+            k
+            for k, o in crm.orders.rows.items()
+            if o["stage"] == "won" and k not in bad_orders and o["customer_no"] not in bad_customers
+        }
+    os.environ.update(
+        {
+            "DEMO_CRM_URL": crm.url,
+            "DEMO_CRM_TOKEN": CRM_TOKEN,
+            "TRYTON_URL": tryton.url,
+            "TRYTON_DATABASE": tryton.database,
+            "TRYTON_USERNAME": tryton.username,
+            "TRYTON_PASSWORD": tryton.password,
+        }
+    )
+    print(f"sample CRM on {crm.url} (a sample); Tryton {tryton.url} database {tryton.database!r} (real)", file=out)
+    print(
+        f"seeded {seeded['customers']} customers and {seeded['orders']} orders ({len(won)} won); "
+        f"broken on purpose: {seeded['bad_records']}",
+        file=out,
+    )
+    config = load_config(DEMO_CONFIG)
+    log_path = DEMO_STATE / "worker.log"
+    log_file = log_path.open("a", encoding="utf-8")
+    worker = Worker(config, log_stream=log_file)
+    worker.start()
+    probe = TrytonAdapter("demo-probe", tryton.system_settings())
+    print(f"worker log (JSON lines): {_shown(log_path)}", file=out)
+    started = time.monotonic()
+    complete = posted = False
+    expected = len(won)
+
+    def statuses() -> dict[str, int]:
+        with crm.lock:
+            found: dict[str, int] = {}
+            for key in won:
+                status = crm.orders.rows[key].get("erp_status") or "-"
+                found[status] = found.get(status, 0) + 1
+        return found
+
+    try:
+        while time.monotonic() - started < timeout_s:
+            parties = probe.rpc.model("party.party", "search_count", [("code", "in", sorted(good_customers))],
+                                      context={"active_test": False})
+            sales = probe.rpc.model("sale.sale", "search_read", [("reference", "in", sorted(won))], 0, None, None,
+                                    ["invoices", "state"])
+            seen = statuses()
+            dead = sum(s.dead_lettered for s in worker.stats.values())
+            print(
+                f"\r  parties {parties:>3}/{len(good_customers)}  sales {len(sales):>3}/{len(won)}"
+                f"  CRM reserved {seen.get('reserved', 0):>3}  invoiced {seen.get('invoiced', 0):>3}/{len(won)}"
+                f"  dead-lettered {dead:>2}  {time.monotonic() - started:5.1f}s",
+                end="",
+                file=out,
+                flush=True,
+            )
+            orders_drained = worker.broker.depth("orders_crm_to_tryton") == 0 and parties > 0
+            if not posted and sales and orders_drained and seen.get("reserved", 0) == len(sales):
+                # every order that could become a sale did, and its reservation reached the CRM
+                invoices = sorted({i for s in sales for i in s["invoices"]})
+                try:
+                    probe.rpc.model("account.invoice", "post", invoices)
+                except IsthmusError as exc:
+                    print(f"\n  Tryton refused to post the invoices: {exc}", file=out)
+                    break
+                posted, expected = True, len(sales)
+                print(f"\n  Tryton accounting posts {len(invoices)} invoices (as a user would)", file=out)
+            if posted and seen.get("invoiced", 0) == expected:
+                complete = True
+                break
+            time.sleep(0.5)
+        print(file=out)
+        if keep_running:
+            print(f"keeping the CRM, Tryton ({tryton.url}, user {tryton.username!r}) and the worker running; "
+                  "Ctrl-C stops", file=out)
+            worker.install_signal_handlers()
+            worker.wait()
+    finally:
+        if not worker.stop_event.is_set():
+            worker.stop()
+        probe.close()
+        crm.stop()
+        tryton.stop()
+        log_file.close()
+
+    elapsed = time.monotonic() - started
+    print(f"\n{'route':<32}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}", file=out)
+    for name, stats in worker.stats.items():
+        print(
+            f"{name:<32}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"
+            f"{_percentile(stats.lags, 50):>9.2f}s",
+            file=out,
+        )
+    broker = open_broker(config.model.broker, base_dir=config.base_dir)
+    try:
+        letters = list_dead_letters(broker, [r.name for r in config.model.routes])
+        print(f"\ndead-letter queues ({len(letters)}):", file=out)
+        for letter in letters:
+            print(f"  {letter.route}: {letter.record} {letter.error_class}: {letter.error[:120]}", file=out)
+        sizes = {r.name: broker.depth(dlq_name(r.name)) for r in config.model.routes}
+    finally:
+        broker.close()
+    status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
+    print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
+    print(f"inspect: .venv/bin/isthmus dlq list --config {_shown(DEMO_CONFIG)}", file=out)
+    print(f"         Tryton's log: {_shown(tryton.log_path)}", file=out)
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_tryton_demo())
