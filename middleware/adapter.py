@@ -5,6 +5,10 @@ of a system in `isthmus.yaml`. It offers a reader (changes since a watermark →
 records), a writer (a batch of mapped records → one result per record), or both, and a
 `check` that tests the connection without moving data. Adapters classify failures at the
 edge: a `WriteResult` says ok, transient or permanent; the worker decides what follows.
+
+Readers may offer two optional capabilities, found by `isinstance` at run time: `read_one`
+(`RecordReader`) and `stored_form` (`StoredFormReader`); `read_record` and `stored_form`
+below fall back to what every reader can do.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -76,6 +80,46 @@ class CheckResult:
 
 class Reader(Protocol):
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]: ...
+
+
+@runtime_checkable
+class RecordReader(Protocol):
+    """Optional reader capability: one record by id, whatever its change time (replay, reconciliation).
+
+    Returns None when no such record exists (deleted, or not of this entity). A list read may
+    leave records out (Tryton lists active records only); `read_one` finds them all.
+    """
+
+    def read_one(self, entity: str, record_id: str) -> SourceRecord | None: ...
+
+
+@runtime_checkable
+class StoredFormReader(Protocol):
+    """Optional reader capability: a mapped record as this system stores it and reads it back.
+
+    Reconciliation compares what a route would write with what the reader returns; a system
+    that drops or reshapes part of a write (Tryton leaves out a child record missing a required
+    field) says so here, so that is not reported as drift.
+    """
+
+    def stored_form(self, entity: str, record: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def read_record(reader: Reader, entity: str, record_id: str) -> SourceRecord | None:
+    """One record by id: the reader's `read_one`, else a full read filtered by id (slow, but any reader can)."""
+    if isinstance(reader, RecordReader):
+        return reader.read_one(entity, record_id)
+    found: SourceRecord | None = None
+    for page in reader.read_changes(entity, None):
+        for record in page.records:
+            if record.record_id == record_id:
+                found = record  # the last one read wins, as it would for a poller
+    return found
+
+
+def stored_form(reader: Reader, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+    """`record` as the reader's system would return it after a write (unchanged if the reader cannot say)."""
+    return reader.stored_form(entity, record) if isinstance(reader, StoredFormReader) else record
 
 
 class Writer(Protocol):

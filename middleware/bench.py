@@ -7,6 +7,9 @@
   chain and writes them over HTTP into the sample ERP, running as a separate process so
   that it does not share this process's GIL. Counted from the first publish to the last
   acked effect.
+* `rabbitmq_*`, `p50/p99_latency_ms_at_1000`, `webhook_ingest_events_per_s`,
+  `worker_rss_growth_pct`: on a real RabbitMQ (`middleware.bench_rabbitmq`,
+  `middleware.bench_webhook`); skipped, with the reason on stderr, when none answers.
 """
 
 from __future__ import annotations
@@ -427,9 +430,24 @@ def _step(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def run_bench(quick: bool = False) -> dict[str, Any]:
+def run_bench(
+    quick: bool = False,
+    long: bool = False,
+    amqp_url: str | None = None,
+    rabbitmq: bool = True,
+    tryton: bool = True,
+) -> dict[str, Any]:
+    """Every figure; the RabbitMQ ones (`middleware.bench_rabbitmq`) when a broker answers."""
     results: dict[str, Any] = {"machine_cores": os.cpu_count(), "python": sys.version.split()[0]}
-    steps = 5
+    amqp: str | None = None
+    if rabbitmq:
+        from middleware.bench_rabbitmq import RABBITMQ_STEPS, find_rabbitmq
+
+        amqp, skipped = find_rabbitmq(amqp_url)
+        if amqp is None:
+            _step(skipped)
+            results["rabbitmq_skipped"] = skipped
+    steps = 5 + (RABBITMQ_STEPS if amqp is not None else 0)
     _step(f"1/{steps} mapping engine vs hand-written Python ({0.5 if quick else 3.0:.1f} s)")
     results.update(bench_mapping(0.5 if quick else 3.0))
     events = 1000 if quick else 10000
@@ -441,7 +459,27 @@ def run_bench(quick: bool = False) -> dict[str, Any]:
     results.update(bench_embedded_e2e(events))
     _step(f"5/{steps} embedded broker end to end, two worker processes ({events} events)")
     results.update(bench_embedded_e2e(events, processes=2))
+    if amqp is not None:
+        from middleware.bench_rabbitmq import run_rabbitmq_bench
+
+        results.update(run_rabbitmq_bench(amqp, quick=quick, long=long, first_step=6, steps=steps))
+    if tryton:
+        results.update(_bench_tryton(quick))
     return results
+
+
+def _bench_tryton(quick: bool) -> dict[str, Any]:
+    """CRM customers → Tryton parties through the pipeline vs a direct batched JSON-RPC client."""
+    from adapters.tryton.localserver import TrytonUnavailable
+    from middleware.bench_tryton import bench_tryton
+
+    records = 500 if quick else 2000
+    _step(f"Tryton: {records} customers through the pipeline and directly (starts a local trytond)")
+    try:
+        return bench_tryton(records=records, rounds=1 if quick else 2)
+    except TrytonUnavailable as exc:
+        _step(f"Tryton figures skipped: {exc}")
+        return {"tryton_skipped": str(exc)}
 
 
 if __name__ == "__main__":

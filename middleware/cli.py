@@ -295,6 +295,97 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_flows(args: argparse.Namespace) -> int:
+    """Runs of flows: list and show them; approve or reject the ones that wait for an approval."""
+    from middleware.broker import open_broker
+    from middleware.config import load_config
+    from middleware.flows import admin
+    from middleware.store import open_store
+
+    config = load_config(args.config, check_mappings=False)
+    store = open_store(config.model.store, base_dir=config.base_dir)
+    try:
+        if args.flows_command == "list":
+            runs = store.list_flow_runs(flow=args.flow, key=args.key, statuses=args.status or (), limit=args.limit)
+            rows = [admin.summary(run) for run in runs]
+            if args.json:
+                print(json.dumps(rows, indent=2, ensure_ascii=False))
+                return 0
+            for row in rows:
+                problem = (row["error"] or row["last_error"] or "")[:90]
+                flow, key, status, at = row["flow"], row["key"], row["status"], row["at"]
+                print(f"{flow:<20} {key:<20} {status:<13} {at:<32} {row['updated_at']}  {problem}")
+            print(f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
+            return 0
+        if args.flows_command == "show":
+            runs = store.list_flow_runs(flow=args.flow, key=args.key, limit=10)
+            if not runs:
+                print(f"no flow run with key {args.key!r}; run 'isthmus flows list'", file=sys.stderr)
+                return 1
+            print(json.dumps([admin.detail(run) for run in runs] if len(runs) > 1 else admin.detail(runs[0]),
+                             indent=2, ensure_ascii=False))
+            return 0
+        decision = "approved" if args.flows_command == "approve" else "rejected"
+        broker = open_broker(config.model.broker, base_dir=config.base_dir)
+        try:
+            for route in config.model.routes:  # the approval route's binding must exist before publishing
+                broker.setup_route(route.name, route.on, route.queue_options())
+            sent = admin.send_decision(
+                config, store, broker, args.key, decision=decision, flow=args.flow,
+                by=args.by or os.environ.get("USER", ""), note=args.note or "",
+            )
+        except IsthmusError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            broker.close()
+        print(f"{decision} {args.key} (flow {sent.run.flow}, waiting for {sent.run.waiting_for}): "
+              f"published {sent.type} message {sent.message_id}")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    """Conflicts of two-way routes: list them, or resolve one by publishing the chosen value."""
+    from middleware import conflicts
+    from middleware.config import load_config
+    from middleware.store import open_store
+
+    config = load_config(args.config, check_mappings=False)
+    routes = {r.name for r in config.model.routes if r.two_way is not None}
+    if getattr(args, "route", None) and args.route not in routes:
+        from middleware.problems import did_you_mean
+
+        raise ConfigError(f"no two-way route {args.route!r} in {args.config}; {did_you_mean(args.route, routes)}")
+    store = open_store(config.model.store, base_dir=config.base_dir)
+    try:
+        if args.conflicts_command == "list":
+            found = store.conflicts(route=args.route, status=None if args.all else "open", limit=args.limit)
+            if args.json:
+                print(json.dumps([conflicts.summary(c) for c in found], indent=2, ensure_ascii=False))
+            else:
+                print(conflicts.render(found))
+            return 0
+        from middleware.broker import open_broker
+
+        broker = open_broker(config.model.broker, base_dir=config.base_dir)
+        try:
+            for route in config.model.routes:  # the resolution goes straight onto both routes' queues
+                broker.setup_route(route.name, route.on, route.queue_options())
+            record = conflicts.resolve(config, store, broker, args.conflict_id, args.take)
+        finally:
+            broker.close()
+        resolution = record.detail.get("resolution") or {}
+        print(
+            f"resolved {record.id}: {record.field} = {json.dumps(resolution.get('value'), ensure_ascii=False)} "
+            f"(took {resolution.get('take')}); sent to both routes of the pair"
+        )
+        return 0
+    finally:
+        store.close()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Connect to every configured system without moving data; exit 1 if any fails."""
     from middleware.check import as_json, render, run_checks
@@ -311,6 +402,62 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare routes' sources and targets record by record; exit 1 on drift that is left (not healed)."""
+    from middleware.config import load_config
+    from middleware.observability import configure_logging
+    from middleware.reconcile import Connections, Reconciler, plans_for, render_report
+
+    config = load_config(args.config)
+    configure_logging("console", "warning", sys.stderr)
+    plans = plans_for(config, args.entity, args.route)
+    connections = Connections(config)
+    reports = []
+    try:
+        for plan in plans:
+            reconciler = Reconciler(config, plan, connections.store, connections.adapter)
+            report = reconciler.run()
+            if args.heal:
+                reconciler.heal(report, connections.broker(), wait_s=args.wait)
+            reports.append(report)
+    finally:
+        connections.close()
+    left = any(report.unresolved() for report in reports)
+    if args.json:
+        print(json.dumps({"in_sync": not left, "routes": [r.as_dict() for r in reports]}, indent=2, default=str))
+    else:
+        print("\n\n".join(render_report(report) for report in reports))
+    return 1 if left else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-sync one record through its route, showing the field-level diff; exit 1 if it was not applied."""
+    from middleware.config import load_config
+    from middleware.observability import configure_logging
+    from middleware.reconcile import Connections
+    from middleware.replay_record import render_outcome, replay_record
+
+    config = load_config(args.config)
+    configure_logging("console", "warning", sys.stderr)
+    connections = Connections(config)
+    try:
+        outcome = replay_record(
+            config,
+            args.record,
+            connections.store,
+            connections.adapter,
+            connections.new_broker,
+            route=args.route,
+            dry_run=args.dry_run,
+            timeout_s=args.timeout,
+            in_process=args.in_process,
+        )
+    finally:
+        connections.close()
+    print(json.dumps(outcome.as_dict(), indent=2, default=str) if args.json else render_outcome(outcome))
+    return 0 if outcome.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.erp == "tryton":
         from middleware.demo_tryton import run_tryton_demo
@@ -324,7 +471,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from middleware.bench import run_bench
 
-    results = run_bench(quick=args.quick, long=args.long, amqp_url=args.amqp_url, rabbitmq=not args.no_rabbitmq)
+    results = run_bench(
+        quick=args.quick,
+        long=args.long,
+        amqp_url=args.amqp_url,
+        rabbitmq=not args.no_rabbitmq,
+        tryton=not args.no_tryton,
+    )
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))
     return 0
 
@@ -406,12 +559,74 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--yes", action="store_true")
     p.set_defaults(func=cmd_dlq)
 
+    p = sub.add_parser("flows", help="runs of flows: list, show, approve or reject the ones waiting for approval")
+    fsub = p.add_subparsers(dest="flows_command", required=True)
+    q = fsub.add_parser("list", help="runs, most recently changed first")
+    q.add_argument("--flow", help="only this flow")
+    q.add_argument("--key", help="only this business key")
+    q.add_argument("--status", action="append", choices=["running", "waiting", "compensating", "completed", "failed"])
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true")
+    q = fsub.add_parser("show", help="one run: its input, step outputs and trail")
+    q.add_argument("key")
+    q.add_argument("--flow", help="the flow, if several have a run with this key")
+    for name, text in (("approve", "approve"), ("reject", "reject")):
+        q = fsub.add_parser(name, help=f"{text} the run of KEY that waits for an approval (publishes approval.<flow>)")
+        q.add_argument("key")
+        q.add_argument("--flow", help="the flow, if several have a run with this key")
+        q.add_argument("--by", help="who decides (default: $USER)")
+        q.add_argument("--note", "--reason", dest="note", help="why; the flow may pass it on (e.g. to the CRM)")
+    for q in fsub.choices.values():
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_flows)
+
     p = sub.add_parser(
         "check", help="connect to every system without moving data: reachability, auth, version, permissions"
     )
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "reconcile", help="compare a route's source and target record by record; --heal re-emits what differs"
+    )
+    p.add_argument("entity", nargs="?", help="source entity whose routes are reconciled: customer or crm.customer")
+    p.add_argument("--route", help="reconcile this route (instead of, or to narrow, ENTITY)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--heal", action="store_true", help="re-emit missing and different records onto the route")
+    p.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="with --heal: wait this long for the route to apply"
+    )
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("replay", help="re-sync one record through its route and show the field-level diff")
+    p.add_argument("--record", required=True, metavar="SYSTEM:ENTITY:ID", help="e.g. crm:customer:C-1001")
+    p.add_argument("--route", help="the route to replay it on (when several take the record)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--dry-run", action="store_true", help="show the diff, send nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the route to apply it")
+    p.add_argument(
+        "--in-process", action="store_true", help="consume the route's queue here while waiting (no worker running)"
+    )
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("conflicts", help="conflicts of two-way routes: list them, resolve one")
+    csub = p.add_subparsers(dest="conflicts_command", required=True)
+    q = csub.add_parser("list", help="open conflicts (parked fields), oldest first")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+    q.add_argument("--route", help="only those found by this route")
+    q.add_argument("--all", action="store_true", help="also those the policies decided, and resolved ones")
+    q.add_argument("--limit", type=int, default=1000)
+    q.add_argument("--json", action="store_true")
+    q = csub.add_parser("resolve", help="write the chosen value to both systems (through both routes)")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+    q.add_argument("conflict_id", metavar="ID")
+    q.add_argument(
+        "--take", required=True, metavar="SYSTEM|value=VALUE", help="a side's value (crm, tryton, ...) or value=JSON"
+    )
+    p.set_defaults(func=cmd_conflicts)
 
     p = sub.add_parser("demo", help="sync a sample CRM and ERP on the embedded broker")
     p.add_argument("--customers", type=int, default=60)
@@ -436,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped with a note on stderr when it does not answer",
     )
     p.add_argument("--no-rabbitmq", action="store_true", help="skip the RabbitMQ and webhook figures")
+    p.add_argument("--no-tryton", action="store_true", help="skip the Tryton figures (they start a local trytond)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -9,13 +9,16 @@ entities). Every problem is collected and reported at once with `file:line:col` 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from middleware.adapter import adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
+from middleware.broker.topics import topic_matches
+from middleware.conflicts import TwoWayConfig, check_two_way_routes
 from middleware.envrefs import resolve_env_refs
 from middleware.errors import ConfigError, Problem
 from middleware.logmask import DEFAULT_PII_FIELDS
@@ -23,7 +26,11 @@ from middleware.message import MESSAGE_TYPE_PATTERN
 from middleware.problems import did_you_mean, problems_from_validation
 from middleware.yamlsource import YamlDocument, load_yaml_file
 
+if TYPE_CHECKING:
+    from middleware.schedule import ZonedSchedule
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+FLOW_SYSTEM = "flow"  # `to.system` of a route whose target is a flow
 
 
 class Strict(BaseModel):
@@ -64,8 +71,33 @@ class RetryPolicy(Strict):
 
 
 class TargetSpec(Strict):
-    system: str = Field(description="Name of a system under `systems:` whose adapter can write.")
-    entity: str = Field(description="Entity of that system to write (as configured in its adapter).")
+    """Where a route writes: an entity of a system, or a flow (`{flow: order_to_cash}`)."""
+
+    system: str = Field(default="", description="Name of a system under `systems:` whose adapter can write.")
+    entity: str = Field(default="", description="Entity of that system to write (as configured in its adapter).")
+    flow: str | None = Field(
+        default=None,
+        description="Instead of system and entity: a flow (see `flows:`) that each message starts or resumes.",
+    )
+    signal: str | None = Field(
+        default=None,
+        description="With `flow`: the messages are this signal of the flow (e.g. approval), resuming the run "
+        "that waits for it, instead of starting runs.",
+    )
+
+    @model_validator(mode="after")
+    def _system_or_flow(self) -> TargetSpec:
+        if self.flow is not None:
+            # the route treats a flow as the entity of a pseudo-system "flow" (metrics, labels)
+            entity = self.flow if self.signal is None else f"{self.flow}.{self.signal}"
+            if (self.system, self.entity) not in (("", ""), (FLOW_SYSTEM, entity)):  # (a dumped model re-validates)
+                raise ValueError("give either 'flow:' or 'system:' and 'entity:', not both")
+            self.system, self.entity = FLOW_SYSTEM, entity
+        elif self.signal is not None:
+            raise ValueError("'signal:' needs 'flow:'")
+        elif not self.system or not self.entity:
+            raise ValueError("a route target needs 'system:' and 'entity:' (or 'flow:')")
+        return self
 
 
 class RouteConfig(Strict):
@@ -74,7 +106,11 @@ class RouteConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Route name; also its queue name.")
     on: list[str] = Field(min_length=1, description="Message types (or topic patterns) this route consumes.")
     from_system: str | None = Field(default=None, description="Only messages from this source system.")
-    mappings: list[str] = Field(min_length=1, description="Mapping ids applied in order.")
+    mappings: list[str] = Field(
+        default_factory=list,
+        description="Mapping ids applied in order. May be empty only for a flow target: the flow then gets the "
+        "message payload as it is.",
+    )
     to: TargetSpec
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     batch_size: int = Field(default=100, ge=1, le=1000, description="Messages fetched and written per batch.")
@@ -97,6 +133,19 @@ class RouteConfig(Strict):
         description="Messages a route queue (each shard) may hold before the broker refuses publishes "
         "(backpressure on pollers and webhooks); null for no limit.",
     )
+    two_way: TwoWayConfig | None = Field(
+        default=None,
+        description="Make the route one direction of a loop-free two-way pair: its peer route, the canonical "
+        "fields synced both ways and their conflict policies (see middleware/twoway.py).",
+    )
+    # Set by LoadedConfig: where the route's mappings are, so a two-way route can split its chain.
+    _mapping_paths: list[Path] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mappings_unless_flow(self) -> RouteConfig:
+        if not self.mappings and self.to.flow is None:
+            raise ValueError("'mappings' needs at least one mapping id (only a route to a flow may leave it empty)")
+        return self
 
     def queue_options(self) -> QueueOptions:
         return QueueOptions(
@@ -120,6 +169,18 @@ class SourceConfig(Strict):
     entity: str = Field(description="Entity to read (configured under the system's adapter).")
     emits: str = Field(description="Message type to publish, e.g. customer.upserted.")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Seconds between polls.")
+    schedule: str | None = Field(
+        default=None,
+        description="Instead of poll_interval_s: a cron expression (minute hour day-of-month month day-of-week, "
+        "or @daily, @hourly, ...) at whose times one batch runs, e.g. '0 2 * * *' for master data at 02:00. "
+        "The last slot run is kept in the state store; a slot missed while no worker ran runs once at start.",
+    )
+    timezone: str = Field(default="UTC", description="Time zone of `schedule` (IANA name, e.g. Europe/Berlin).")
+    batch: Literal["incremental", "full"] = Field(
+        default="incremental",
+        description="With schedule: incremental reads the changes since the watermark; full reads every record "
+        "and publishes it again (routes skip record versions already applied).",
+    )
 
     @field_validator("emits")
     @classmethod
@@ -127,6 +188,23 @@ class SourceConfig(Strict):
         if not MESSAGE_TYPE_PATTERN.match(value):
             raise ValueError("must look like '<entity>.<event>', e.g. customer.upserted")
         return value
+
+    @model_validator(mode="after")
+    def _schedule_or_interval(self) -> SourceConfig:
+        if self.schedule is None:
+            if "timezone" in self.model_fields_set or "batch" in self.model_fields_set:
+                raise ValueError("'timezone' and 'batch' go with 'schedule'")
+            return self
+        if "poll_interval_s" in self.model_fields_set:
+            raise ValueError("give either 'schedule' (cron times) or 'poll_interval_s' (every N seconds), not both")
+        self.cron()  # ValueError (bad expression or time zone) is reported with its place
+        return self
+
+    def cron(self) -> ZonedSchedule | None:
+        """The parsed schedule, or None for a polled source."""
+        from middleware.schedule import ZonedSchedule
+
+        return ZonedSchedule.parse(self.schedule, self.timezone) if self.schedule else None
 
 
 class WebhookSignatureConfig(Strict):
@@ -199,6 +277,52 @@ class ObservabilityConfig(Strict):
     )
 
 
+class ReconcileConfig(Strict):
+    """Reconciliation of one route: compare its source and target record by record (middleware/reconcile.py).
+
+    Without `every` or `cron` the route is reconciled on demand only (`isthmus reconcile`).
+    """
+
+    every: str | None = Field(
+        default=None, description="The worker reconciles the route at this interval, e.g. 15m, 1h30m, 90s."
+    )
+    cron: str | None = Field(
+        default=None,
+        description="The worker reconciles the route at these times (5-field cron, UTC), e.g. '0 * * * *'.",
+    )
+    heal: bool = Field(
+        default=False, description="Scheduled runs re-emit the missing and different records onto the route."
+    )
+    source: str | None = Field(
+        default=None,
+        description="Name of the source (or webhook endpoint) whose records the route receives; default: the "
+        "one source that emits what the route consumes.",
+    )
+    ignore_fields: list[str] = Field(
+        default_factory=list,
+        description="Dotted paths of mapped fields left out of the comparison, e.g. contact_mechanisms or "
+        "addresses.street (list positions are not written).",
+    )
+    orphans: Literal["all", "linked", "none"] = Field(
+        default="all",
+        description="Target records reported as orphaned: all (linked to a deleted source record, or not "
+        "linked at all), linked (only the former), none.",
+    )
+    unlinked_match: dict[str, str] = Field(
+        default_factory=dict,
+        description="Only target records whose fields match these glob patterns count as unlinked orphans, "
+        "e.g. {code: 'C-*'}: the records this route could have made. Default: every unlinked record.",
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ReconcileConfig:
+        from middleware.cron import parse_schedule
+
+        if self.every is not None or self.cron is not None:
+            parse_schedule(self.every, self.cron)  # ScheduleError is a ValueError: reported with its place
+        return self
+
+
 class IsthmusConfig(Strict):
     broker: str = Field(default="embedded://.isthmus/broker.db", description="embedded://PATH or amqp://URL.")
     store: str = Field(default="sqlite://.isthmus/state.db", description="sqlite://PATH or postgresql://URL.")
@@ -208,6 +332,16 @@ class IsthmusConfig(Strict):
     sources: list[SourceConfig] = Field(default_factory=list)
     webhooks: WebhooksConfig | None = None
     routes: list[RouteConfig] = Field(default_factory=list)
+    flows: list[str] = Field(
+        default_factory=list,
+        description="Flow files or folders (see middleware/flows): order-to-cash and other multi-step processes "
+        "that routes with `to: {flow: NAME}` start.",
+    )
+    reconcile: dict[str, ReconcileConfig] = Field(
+        default_factory=dict,
+        description="Route name → how it is reconciled (`isthmus reconcile`) and, with every/cron, how often the "
+        "worker does it.",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -224,6 +358,40 @@ class IsthmusConfig(Strict):
         return url
 
 
+@dataclass(frozen=True)
+class Feed:
+    """What publishes one system entity's records as messages: a source (poller) or a webhook endpoint."""
+
+    name: str
+    system: str
+    entity: str
+    emits: str
+
+
+def feeds(model: IsthmusConfig) -> list[Feed]:
+    """Every source and webhook endpoint, as feeds."""
+    found = [Feed(s.name, s.system, s.entity, s.emits) for s in model.sources]
+    if model.webhooks is not None:
+        found.extend(Feed(n, e.system, e.entity, e.message_type) for n, e in model.webhooks.endpoints.items())
+    return found
+
+
+def route_consumes(route: RouteConfig, feed: Feed) -> bool:
+    """Whether `route` takes the messages `feed` publishes."""
+    if route.from_system and feed.system != route.from_system:
+        return False
+    return any(topic_matches(pattern, feed.emits) for pattern in route.on)
+
+
+def feeds_of(model: IsthmusConfig, route: RouteConfig) -> list[Feed]:
+    """The feeds whose messages `route` consumes; one (system, entity, type) counted once."""
+    unique: dict[tuple[str, str, str], Feed] = {}
+    for feed in feeds(model):
+        if route_consumes(route, feed):
+            unique.setdefault((feed.system, feed.entity, feed.emits), feed)
+    return list(unique.values())
+
+
 class LoadedConfig:
     """A validated configuration plus what was derived from it at load time."""
 
@@ -232,6 +400,8 @@ class LoadedConfig:
         self.base_dir = path.parent
         self.model = model
         self.systems = systems  # name → (adapter type, validated adapter config)
+        for route in model.routes:
+            route._mapping_paths = self.mapping_paths
 
     def resolve(self, relative: str) -> Path:
         candidate = Path(relative)
@@ -240,6 +410,10 @@ class LoadedConfig:
     @property
     def mapping_paths(self) -> list[Path]:
         return [self.resolve(p) for p in self.model.mappings]
+
+    @property
+    def flow_paths(self) -> list[Path]:
+        return [self.resolve(p) for p in self.model.flows]
 
 
 def load_config(path: str | Path, *, check_mappings: bool = True) -> LoadedConfig:
@@ -347,13 +521,73 @@ def _cross_check(
                 Problem(f"duplicate route name {route.name!r}", doc.locate(("routes", i, "name")), "", "rename one")
             )
         names[route.name] = i
-        system_problem(("routes", i, "to", "system"), route.to.system)
-        entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
+        if route.to.flow is None:  # flow targets are checked with the flows (they need the mappings)
+            system_problem(("routes", i, "to", "system"), route.to.system)
+            entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
         if route.from_system:
             system_problem(("routes", i, "from_system"), route.from_system)
     for i, source in enumerate(model.sources):
         system_problem(("sources", i, "system"), source.system)
         entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
+    problems.extend(check_two_way_routes(model.routes, doc.locate))
+    _check_reconcile(model, doc, problems, entity_problem)
+
+
+def _check_reconcile(model: IsthmusConfig, doc: YamlDocument, problems: list[Problem], entity_problem: Any) -> None:
+    """Each reconciled route exists, reads its target, and has exactly one feed to compare with it."""
+    routes = {route.name: route for route in model.routes}
+    by_name = {feed.name: feed for feed in feeds(model)}
+    for name, settings in model.reconcile.items():
+        where = ("reconcile", name)
+        route = routes.get(name)
+        if route is None:
+            problems.append(
+                Problem(
+                    f"no route {name!r} to reconcile",
+                    doc.locate(where),
+                    f"reconcile.{name}",
+                    did_you_mean(name, list(routes)),
+                )
+            )
+            continue
+        entity_problem(where, route.to.system, route.to.entity, "read")
+        if settings.source is not None:
+            feed = by_name.get(settings.source)
+            path = f"reconcile.{name}.source"
+            if feed is None:
+                problems.append(
+                    Problem(
+                        f"no source or webhook endpoint {settings.source!r}",
+                        doc.locate((*where, "source")),
+                        path,
+                        did_you_mean(settings.source, list(by_name)),
+                    )
+                )
+            elif not route_consumes(route, feed):
+                problems.append(
+                    Problem(
+                        f"route {name!r} does not consume what {feed.name!r} emits ({feed.emits})",
+                        doc.locate((*where, "source")),
+                        path,
+                        f"the route takes {', '.join(route.on)}",
+                    )
+                )
+            else:
+                entity_problem((*where, "source"), feed.system, feed.entity, "read")
+            continue
+        candidates = feeds_of(model, route)
+        if len(candidates) != 1:
+            found = ", ".join(f.name for f in candidates) or "none"
+            problems.append(
+                Problem(
+                    f"route {name!r} is fed by {len(candidates)} sources ({found}); reconciliation compares one",
+                    doc.locate(where),
+                    f"reconcile.{name}",
+                    f"set reconcile.{name}.source to one of them",
+                )
+            )
+        else:
+            entity_problem(where, candidates[0].system, candidates[0].entity, "read")
 
 
 def _check_route_mappings(loaded: LoadedConfig, doc: YamlDocument) -> list[Problem]:
@@ -373,4 +607,8 @@ def _check_route_mappings(loaded: LoadedConfig, doc: YamlDocument) -> list[Probl
                         did_you_mean(mapping_id, list(mapping_set)),
                     )
                 )
+    if not problems and (loaded.model.flows or any(route.to.flow for route in loaded.model.routes)):
+        from middleware.flows.loader import check_flow_config
+
+        problems.extend(check_flow_config(loaded, doc, mapping_set))
     return problems

@@ -109,10 +109,29 @@ class SalesOrder(CanonicalModel):
 class OrderStatus(CanonicalModel):
     order_id: str = Field(description="Order id in the system the message is for.")
     status: Literal[
-        "draft", "confirmed", "reserved", "partially_shipped", "shipped", "invoiced", "paid", "cancelled", "failed"
+        "draft",
+        "awaiting_approval",
+        "confirmed",
+        "reserved",
+        "partially_shipped",
+        "shipped",
+        "invoiced",
+        "paid",
+        "cancelled",
+        "rejected",
+        "out_of_stock",
+        "failed",
     ] = Field(description="Canonical order status.")
     reason: str | None = Field(default=None, description="Why, e.g. not enough stock.")
     changed_at: datetime = Field(description="When the status changed (UTC).")
+    erp_order_number: str | None = Field(default=None, description="The order's number in the ERP.")
+    shipment_number: str | None = Field(default=None, description="Number of the shipment that delivers it.")
+    shipment_status: str | None = Field(default=None, description="Canonical Shipment status (planned, shipped, ...).")
+    planned_ship_date: date | None = Field(default=None, description="When the shipment is scheduled to leave.")
+    invoice_number: str | None = Field(default=None, description="Legal number of the order's invoice.")
+    amount: Decimal | None = Field(default=None, description="Invoiced gross amount (or the order total).")
+    currency: str | None = Field(default=None, description="ISO 4217 currency of `amount`.")
+    paid: bool | None = Field(default=None, description="Whether the invoice is paid.")
 
 
 class InventoryLevel(CanonicalModel):

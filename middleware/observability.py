@@ -40,7 +40,9 @@ MESSAGES_PRODUCED = Counter(
     "isthmus_messages_produced_total", "Effects written to the route's target system.", ["route"]
 )
 MESSAGES_SKIPPED = Counter(
-    "isthmus_messages_skipped_total", "Messages acked without an effect (duplicate, filtered).", ["route", "reason"]
+    "isthmus_messages_skipped_total",
+    "Messages acked without an effect (duplicate, filtered, stale; two-way: echo, unchanged, conflict).",
+    ["route", "reason"],
 )
 MESSAGES_FAILED = Counter(
     "isthmus_messages_failed_total", "Failed processing attempts, by error class.", ["route", "error_class"]
@@ -80,6 +82,15 @@ PIPELINE_LAG = Histogram(
 LAST_SUCCESS = Gauge("isthmus_last_success_timestamp_seconds", "Unix time of the route's last effect.", ["route"])
 QUEUE_DEPTH = Gauge("isthmus_queue_depth", "Messages waiting in the route's queue.", ["route"])
 DLQ_SIZE = Gauge("isthmus_dlq_size", "Messages in the route's dead-letter queue.", ["route"])
+CONFLICTS_TOTAL = Counter(
+    "isthmus_conflicts_total",
+    "Conflicts a two-way route found (the same field changed on both sides, or by its non-owner), by the "
+    "policy that decided: owner, last_writer_wins, manual (parked).",
+    ["route", "policy"],
+)
+CONFLICTS_OPEN = Gauge(
+    "isthmus_conflicts_open", "Manual conflicts found by the route and not resolved yet.", ["route"]
+)
 POLLS = Counter("isthmus_polls_total", "Polls of a source, by outcome.", ["source", "outcome"])
 POLLER_LAST_SUCCESS = Gauge(
     "isthmus_poller_last_success_timestamp_seconds", "Unix time of the source's last successful poll.", ["source"]
@@ -109,6 +120,24 @@ REQUEST_BUDGET_LIMIT = Gauge(
     "isthmus_request_budget_limit",
     "The configured request budget of a system: window second (bucket size) or day (calls per UTC day).",
     ["system", "window"],
+)
+
+RECONCILE_DRIFT = Gauge(
+    "isthmus_reconcile_drift_records",
+    "Records out of sync at the route's last reconciliation, by kind: missing (in the target), different "
+    "(field values), orphaned (target records without a live source record), unmappable (the mapping fails).",
+    ["route", "kind"],
+)
+RECONCILE_LAST_RUN = Gauge(
+    "isthmus_reconcile_last_run_timestamp_seconds", "Unix time the route's last reconciliation finished.", ["route"]
+)
+RECONCILE_RUNS = Counter(
+    "isthmus_reconcile_runs_total", "Scheduled reconciliations of a route, by outcome: ok, error.", ["route", "outcome"]
+)
+RECONCILE_HEALED = Counter(
+    "isthmus_reconcile_healed_records_total",
+    "Records a scheduled reconciliation re-emitted onto the route (or re-created) to heal drift.",
+    ["route"],
 )
 
 _adapter_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}

@@ -5,6 +5,12 @@ classify (`TransientError`, `PermanentError`, `MappingError`, ...); here a trans
 failure becomes a delayed retry until the route's `max_attempts`, everything else goes to
 the dead-letter queue with its reason, and a message is acked only after its effect was
 written to the target and its key recorded as applied.
+
+A route with `two_way:` hands its messages to `middleware.twoway.TwoWaySync`, which decides what
+to write (nothing for an echo of our own write, only the changed fields otherwise, a conflict's
+winner) and what to send back to the source system as a correction; the writing, acking,
+retrying and dead-lettering stay here, and the pair's bookkeeping is committed in the same
+store transaction as the batch's applied keys.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,6 +39,7 @@ from middleware.broker.base import (
 from middleware.broker.topics import topic_matches
 from middleware.config import RouteConfig
 from middleware.errors import (
+    ConfigError,
     MalformedMessageError,
     MappingError,
     PermanentError,
@@ -54,7 +61,11 @@ from middleware.observability import (
     ROUTE_INFO,
 )
 from middleware.retry import backoff_delay
-from middleware.store.base import RecordRef, Store
+from middleware.store.base import RecordRef, Store, SyncWrite
+from middleware.twoway import CONTROL_TYPES, DEFER_S, Finished, TwoWayBatch, TwoWaySync
+
+if TYPE_CHECKING:
+    from middleware.mapping import CompiledMapping, MappingChain
 
 log = structlog.get_logger("isthmus.route")
 
@@ -71,7 +82,10 @@ class BatchOutcome:
     dead_lettered: int = 0
     lags: list[float] = field(default_factory=list)
 
-    MAX_LAGS = 1_000_000  # a long-running total keeps at most this many lag samples
+    # A running total keeps the latest lag samples only: enough for the demo's and the bench's
+    # percentiles, and a worker's memory stays flat over millions of messages (the Prometheus
+    # histogram has the full distribution).
+    MAX_LAGS = 20_000
 
     def add(self, other: BatchOutcome) -> None:
         """Add a batch's outcome to a running total (the worker keeps one per route)."""
@@ -79,8 +93,9 @@ class BatchOutcome:
         self.skipped += other.skipped
         self.retried += other.retried
         self.dead_lettered += other.dead_lettered
-        if len(self.lags) < self.MAX_LAGS:
-            self.lags.extend(other.lags)
+        self.lags.extend(other.lags)
+        if len(self.lags) > 2 * self.MAX_LAGS:  # trimmed in chunks: amortised O(1) per sample
+            del self.lags[: len(self.lags) - self.MAX_LAGS]
 
 
 @dataclass
@@ -101,6 +116,8 @@ class RouteProcessor:
         writer: Writer,
         map_record: MapFunction,
         mapping_label: str,
+        *,
+        mapping: CompiledMapping | MappingChain | None = None,
     ) -> None:
         self.config = config
         self.broker = broker
@@ -121,12 +138,31 @@ class RouteProcessor:
             "last": LAST_SUCCESS.labels(config.name),
         }
         ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
+        self.two_way: TwoWaySync | None = None
+        if config.two_way is not None:
+            self.two_way = self._two_way(mapping)
+
+    def _two_way(self, mapping: CompiledMapping | MappingChain | None) -> TwoWaySync:
+        """The route's two-way engine; it maps with its own split of the chain (source → canonical,
+        canonical → target), compiled from the route's mappings unless given."""
+        from middleware.mapping import StoreMappingContext
+
+        if mapping is None:
+            from middleware.mapping_runtime import resolve_chain
+
+            paths = self.config._mapping_paths
+            if not paths:
+                raise ConfigError(f"two-way route {self.config.name!r}: mapping paths unknown (use load_config)")
+            mapping = resolve_chain(paths, self.config.mappings)
+        return TwoWaySync(self.config, self.store, mapping, StoreMappingContext(self.store))
 
     @property
     def queue(self) -> str:
         return self.config.name
 
     def handles(self, envelope: Envelope) -> bool:
+        if self.two_way is not None and envelope.type in CONTROL_TYPES:
+            return envelope.source.system == self.config.from_system
         if self.config.from_system and envelope.source.system != self.config.from_system:
             return False
         return any(topic_matches(p, envelope.type) for p in self.config.on)
@@ -156,11 +192,14 @@ class RouteProcessor:
             parsed.append((delivery, envelope))
 
         already = self.store.applied(route, [env.idempotency_key for _, env in parsed]) if parsed else set()
-        check_stale = self.config.skip_stale and bool(parsed)
+        # a two-way route decides per field on the pair's timeline, older changes included: an older
+        # change may be a user's edit that a later write of ours overwrote (a conflict, not stale)
+        check_stale = self.config.skip_stale and self.two_way is None and bool(parsed)
         newest = self.store.latest_versions(route, [env.record_key for _, env in parsed]) if check_stale else {}
         seen_in_batch: set[str] = set()
         pending: list[_Pending] = []
         skipped_keys: list[str] = []
+        two_way_items: list[tuple[Delivery, Envelope]] = []
         for delivery, envelope in parsed:
             key = envelope.idempotency_key
             if key in already or key in seen_in_batch:
@@ -173,6 +212,9 @@ class RouteProcessor:
                 outcome.skipped += 1
                 skipped_keys.append(key)
                 to_ack.append(delivery)
+                continue
+            if self.two_way is not None:
+                two_way_items.append((delivery, envelope))
                 continue
             try:
                 record = self.map_record(envelope.payload)
@@ -216,10 +258,21 @@ class RouteProcessor:
         applied_keys: list[str] = list(skipped_keys)
         links: list[tuple[RecordRef, RecordRef]] = []
         versions: dict[str, float] = {}
-        if pending:
-            results = self._write([p.request for p in pending])
+        plan: TwoWayBatch | None = None
+        finished: Finished | None = None
+        committed = False
+        try:
+            if two_way_items:
+                assert self.two_way is not None
+                plan = self._plan_two_way(two_way_items, moves, to_ack, applied_keys, outcome)
+            requests = [p.request for p in pending] + ([w.request for w in plan.writes if w.request] if plan else [])
+            results: list[WriteResult] = []
+            if requests:
+                if plan is not None:
+                    plan.write_started = time.time()
+                results = self._write(requests)
             now = datetime.now(UTC)
-            for item, result in zip(pending, results, strict=True):
+            for item, result in zip(pending, results[: len(pending)], strict=True):
                 if result.outcome == "ok":
                     if result.target_id:
                         target_ref = RecordRef(self.config.to.system, self.config.to.entity, str(result.target_id))
@@ -228,30 +281,27 @@ class RouteProcessor:
                     record_key, changed = item.envelope.record_key, item.envelope.occurred_at.timestamp()
                     versions[record_key] = max(changed, versions.get(record_key, changed))
                     to_ack.append(item.delivery)
-                    # pipeline lag (intake → effect) is what Isthmus controls; end-to-end lag
-                    # (source change → effect) is what the business sees, poll delay included
-                    lag = (now - item.envelope.received_at).total_seconds()
-                    outcome.lags.append(lag)
-                    self._metrics["pipeline_lag"].observe(max(0.0, lag))
-                    self._metrics["lag"].observe(max(0.0, (now - item.envelope.occurred_at).total_seconds()))
-                    outcome.applied += 1
-                elif result.outcome == "transient":
-                    failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
-                    moves.append(partial(self._retry_or_dead_letter, item.delivery, item.envelope, failure, outcome))
+                    self._landed(item.envelope, now, outcome)
                 else:
-                    moves.append(
-                        partial(
-                            self._dead_letter,
-                            item.delivery,
-                            item.envelope,
-                            PermanentError(result.error, status=result.status),
-                            outcome,
-                        )
-                    )
-        # What landed is recorded and acked before any failed message is moved: a broker error
-        # while retrying or dead-lettering one message must not make the batch's effects repeat.
-        if applied_keys or links or versions:
-            self.store.mark_applied(route, applied_keys, links, versions if self.config.skip_stale else None)
+                    moves.append(self._failed_write(item.delivery, item.envelope, result, outcome))
+            sync: SyncWrite | None = None
+            if plan is not None:
+                finished = self._finish_two_way(
+                    plan, results[len(pending) :], now, moves, to_ack, applied_keys, links, versions, outcome
+                )
+                sync = finished.sync
+            # What landed is recorded and acked before any failed message is moved: a broker error
+            # while retrying or dead-lettering one message must not make the batch's effects repeat.
+            if applied_keys or links or versions or sync is not None:
+                self.store.mark_applied(
+                    route, applied_keys, links, versions if self.config.skip_stale else None, sync=sync
+                )
+            committed = True
+        finally:
+            if plan is not None and plan.locks and not committed:
+                self._release(plan)
+        if finished is not None and self.two_way is not None:
+            self.two_way.after_commit(finished)
         if to_ack:
             self.broker.ack(to_ack)
         if outcome.applied:
@@ -264,6 +314,99 @@ class RouteProcessor:
             for _ in range(len(deliveries)):
                 self._metrics["seconds"].observe(per_message)
         return outcome
+
+    def _landed(self, envelope: Envelope, now: datetime, outcome: BatchOutcome) -> None:
+        # pipeline lag (intake → effect) is what Isthmus controls; end-to-end lag
+        # (source change → effect) is what the business sees, poll delay included
+        lag = (now - envelope.received_at).total_seconds()
+        outcome.lags.append(lag)
+        self._metrics["pipeline_lag"].observe(max(0.0, lag))
+        self._metrics["lag"].observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
+        outcome.applied += 1
+
+    def _failed_write(
+        self, delivery: Delivery, envelope: Envelope, result: WriteResult, outcome: BatchOutcome
+    ) -> Callable[[], None]:
+        if result.outcome == "transient":
+            failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
+            return partial(self._retry_or_dead_letter, delivery, envelope, failure, outcome)
+        permanent = PermanentError(result.error, status=result.status)
+        return partial(self._dead_letter, delivery, envelope, permanent, outcome)
+
+    # ----- two-way routes (middleware/twoway.py decides; the route writes, acks and moves) -----
+    def _plan_two_way(
+        self,
+        items: list[tuple[Delivery, Envelope]],
+        moves: list[Callable[[], None]],
+        to_ack: list[Delivery],
+        applied_keys: list[str],
+        outcome: BatchOutcome,
+    ) -> TwoWayBatch:
+        assert self.two_way is not None
+        plan = self.two_way.plan(items)
+        for work, exc in plan.failed:
+            if isinstance(exc, TransientError):
+                moves.append(partial(self._retry_or_dead_letter, work.delivery, work.envelope, exc, outcome))
+            else:
+                moves.append(partial(self._dead_letter, work.delivery, work.envelope, exc, outcome))
+        for delivery in plan.deferred:
+            moves.append(partial(self._defer, delivery))
+        return plan
+
+    def _finish_two_way(
+        self,
+        plan: TwoWayBatch,
+        results: list[WriteResult],
+        now: datetime,
+        moves: list[Callable[[], None]],
+        to_ack: list[Delivery],
+        applied_keys: list[str],
+        links: list[tuple[RecordRef, RecordRef]],
+        versions: dict[str, float],
+        outcome: BatchOutcome,
+    ) -> Finished:
+        assert self.two_way is not None
+        for work, result in zip(plan.writes, results, strict=True):
+            if result.outcome == "ok":
+                self._landed(work.envelope, now, outcome)
+            else:
+                moves.append(self._failed_write(work.delivery, work.envelope, result, outcome))
+        finished = self.two_way.finish(plan, results)
+        if finished.corrections:  # durable before the batch is recorded: a crash repeats them, never loses them
+            self.broker.send(self.two_way.peer, finished.corrections)
+        links.extend(finished.links)
+        for work in finished.applied:
+            envelope = work.envelope
+            applied_keys.append(envelope.idempotency_key)
+            to_ack.append(work.delivery)
+            if envelope.type not in CONTROL_TYPES:
+                changed = envelope.occurred_at.timestamp()
+                versions[envelope.record_key] = max(changed, versions.get(envelope.record_key, changed))
+            if work.request is None:
+                outcome.skipped += 1
+                if work.reason == "filtered":
+                    self._metrics["filtered"].inc()
+                else:
+                    self.two_way.count_skip(work.reason or "unchanged")
+                log.debug(
+                    "message_skipped",
+                    route=self.config.name,
+                    reason=work.reason,
+                    message_id=str(envelope.message_id),
+                    correlation_id=envelope.correlation_id,
+                )
+        return finished
+
+    def _defer(self, delivery: Delivery) -> None:
+        """The other route of the pair holds it: try again shortly, without counting an attempt."""
+        self.broker.retry_later(delivery, delivery.body, dict(delivery.headers), DEFER_S)
+
+    def _release(self, plan: TwoWayBatch) -> None:
+        assert self.two_way is not None
+        try:
+            self.store.unlock_pairs(sorted(plan.locks), self.two_way.owner)
+        except Exception as exc:  # the leases expire on their own
+            log.warning("pair_unlock_failed", route=self.config.name, error=f"{type(exc).__name__}: {exc}")
 
     def _is_stale(self, envelope: Envelope, newest: dict[str, float]) -> bool:
         """Older than a change of the same record already applied (or ahead of it in this batch).

@@ -17,13 +17,15 @@ from typing import Any
 
 import structlog
 
-from middleware.adapter import Adapter, load_adapter_class
+from middleware.adapter import Adapter, Writer, load_adapter_class
 from middleware.broker import open_broker
 from middleware.broker.base import UNROUTED_QUEUE, Broker, dlq_name
 from middleware.config import LoadedConfig
+from middleware.flows.runner import FlowWiring
 from middleware.mapping_runtime import build_route_mapper
 from middleware.observability import DLQ_SIZE, QUEUE_DEPTH, HealthServer, configure_logging
 from middleware.poller import SourcePoller
+from middleware.reconcile_scheduler import ReconcileScheduler
 from middleware.redact import redact_url
 from middleware.route import BatchOutcome, RouteProcessor
 from middleware.store import open_store
@@ -61,6 +63,7 @@ class Worker:
         self.adapters: dict[str, Adapter] = {}
         self.health: HealthServer | None = None
         self.webhook: Any = None
+        self.reconcile_scheduler: ReconcileScheduler | None = None
         self._threads: list[threading.Thread] = []
         self._broker_url = config.model.broker
         self._store_url = config.model.store
@@ -91,9 +94,14 @@ class Worker:
             self.broker.setup_route(route.name, route.on, route.queue_options())
         self.broker.setup_route(UNROUTED_QUEUE, [])
         if self.run_routes:
+            flows = FlowWiring(self.config, self.store, self._adapter, self._new_broker)  # routes to `flow:` targets
             for route in model.routes:
-                mapper, label = build_route_mapper(self.config, route.mappings, self.store)
-                writer = self._adapter(route.to.system).writer()
+                writer: Writer
+                if route.to.flow is not None:
+                    (mapper, label), writer = flows.mapper(route), flows.writer(route)
+                else:
+                    mapper, label = build_route_mapper(self.config, route.mappings, self.store)
+                    writer = self._adapter(route.to.system).writer()
                 processor = RouteProcessor(route, self.broker, self.store, writer, mapper, label)
                 self.processors.append(processor)
                 self.stats[route.name] = RouteStats()
@@ -101,6 +109,8 @@ class Worker:
             for source in model.sources:
                 reader = self._adapter(source.system).reader()
                 self.pollers.append(SourcePoller(source, reader, self.broker, self.store))
+        if self.run_sources and model.reconcile:  # scheduled reconciliation runs beside the sources
+            self.reconcile_scheduler = ReconcileScheduler(self.config, self.store, self._new_broker, self._adapter)
 
     # ----- running ------------------------------------------------------------------
     def start(self) -> Worker:
@@ -112,6 +122,8 @@ class Worker:
         for poller in self.pollers:
             self._spawn(f"source-{poller.config.name}", self._poll_loop, poller)
         self._spawn("depth-sampler", self._sample_depths)
+        if self.reconcile_scheduler is not None:
+            self.reconcile_scheduler.start()
         if self.run_sources and self.config.model.webhooks and self.config.model.webhooks.endpoints:
             self._start_webhooks()
         if self.serve_health:
@@ -177,7 +189,8 @@ class Worker:
             self.stop_event.wait(interval)
 
     def alive(self) -> bool:
-        return not self.stop_event.is_set() and all(t.is_alive() for t in self._threads)
+        scheduler_ok = self.reconcile_scheduler is None or self.reconcile_scheduler.alive()
+        return not self.stop_event.is_set() and all(t.is_alive() for t in self._threads) and scheduler_ok
 
     def ready(self) -> tuple[bool, str]:
         if not self.alive():
@@ -213,6 +226,8 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+        if self.reconcile_scheduler is not None:
+            self.reconcile_scheduler.stop(max(0.1, deadline - time.monotonic()))
         if self.health is not None:
             self.health.stop()
         for adapter in self.adapters.values():

@@ -108,6 +108,16 @@ def postgres_url() -> Iterator[str]:
     _unavailable("PostgreSQL", url)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test (or an in-process CLI run) that points logging at its own stream must not leave
+    later tests writing into that stream once it is closed."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A short unique name so tests sharing one broker or database never collide."""

@@ -234,6 +234,14 @@ class ReadSpec(_Strict):
         description="Extra query parameters of `isthmus check`'s one-record read (e.g. {limit: '1'}).",
     )
     params: dict[str, str] = Field(default_factory=dict, description="Static query parameters.")
+    item_path: str | None = Field(
+        default=None,
+        description="URL path of one record, with {id} for its id, e.g. /api/customers/{id}: how replay and "
+        "reconciliation read a single record (404 = it does not exist). Unset: a full read, filtered by id.",
+    )
+    item_record_path: str = Field(
+        default="", description="Dotted path to the record in the item_path answer ('' = the body is the record)."
+    )
     pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"), description="Paging style.")
     has_more_path: str = Field(
         default="has_more", description="Dotted path of a 'more pages follow' flag; honoured when present."
@@ -247,6 +255,13 @@ class ReadSpec(_Strict):
     @classmethod
     def _path_shape(cls, value: str) -> str:
         return _check_path(value)
+
+    @field_validator("item_path")
+    @classmethod
+    def _item_path_shape(cls, value: str | None) -> str | None:
+        if value is not None and path_placeholders(_check_path(value)) != ("id",):
+            raise ValueError(f"item_path {value!r} must hold one placeholder, {{id}}, e.g. /api/customers/{{id}}")
+        return value
 
     @model_validator(mode="after")
     def _incremental_settings(self) -> ReadSpec:

@@ -8,9 +8,10 @@ session token never appear in errors or logs.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from adapters.tryton.config import TrytonSystemConfig
+from adapters.tryton.operations import OPERATIONS, TrytonOperations
 from adapters.tryton.reader import TrytonReader
 from adapters.tryton.rpc import TrytonRpc
 from adapters.tryton.writer import TrytonWriter
@@ -22,6 +23,7 @@ class TrytonAdapter:
     """Tryton ERP over JSON-RPC (see `adapters.tryton.config` for the settings)."""
 
     config_model: ClassVar[type[TrytonSystemConfig]] = TrytonSystemConfig
+    operations: ClassVar[dict[str, str]] = OPERATIONS  # what flows may `call` (see operations.py)
 
     def __init__(self, name: str, config: TrytonSystemConfig | dict[str, object]) -> None:
         self.name = name
@@ -38,12 +40,17 @@ class TrytonAdapter:
         )
         self._reader = TrytonReader(name, self.config, self.rpc)
         self._writer = TrytonWriter(name, self.config, self.rpc)
+        self._operations = TrytonOperations(self.rpc, name)
 
     def reader(self) -> TrytonReader:
         return self._reader
 
     def writer(self) -> TrytonWriter:
         return self._writer
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run one of `operations` (a flow's `call` step); see adapters/tryton/operations.py."""
+        return self._operations.call(operation, params)
 
     def check(self) -> CheckResult:
         """Log in and read the user's company: reachable, authenticated, and which company it is."""

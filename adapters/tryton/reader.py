@@ -16,6 +16,9 @@ unchanged record has the same idempotency key.
 Stock levels have no change time of their own: a `stock` entity reads the stock moves that
 changed in the window, and for each product they touched emits its level per warehouse
 (on hand, reserved, available), versioned by the newest such move.
+
+For replay and reconciliation, `read_one` reads one record by id (inactive ones too, which
+list reads leave out) and `stored_form` says how a mapped record reads back once written.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from adapters.tryton.config import DEFAULT_READ_DOMAINS, DEFAULT_READ_FIELDS, ReadSpec, TrytonSystemConfig
 from adapters.tryton.rpc import TrytonRpc, utc
+from adapters.tryton.values import FieldCatalog
 from middleware.adapter import ReadPage, SourceRecord
 from middleware.errors import ConfigError
 
@@ -39,6 +43,7 @@ class TrytonReader:
         self.config = config
         self.rpc = rpc
         self._warehouses: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._catalog: FieldCatalog | None = None
 
     def _spec(self, entity: str) -> ReadSpec:
         spec = self.config.entities.get(entity)
@@ -72,6 +77,64 @@ class TrytonReader:
             yield ReadPage(records=records, watermark=watermark)
         if best is not None and best != since:
             yield ReadPage(records=[], watermark=_iso(best))
+
+    def read_one(self, entity: str, record_id: str) -> SourceRecord | None:
+        """One record by its Tryton id, active or not, within the entity's domain; None if there is none.
+
+        List reads leave inactive records out (Tryton's default), so an archived customer's
+        party is found only here. Children are still read active only, as lists read them:
+        the writer deactivates surplus children instead of deleting them.
+        """
+        spec = self._spec(entity)
+        kind = self.config.kind_of(entity)
+        if kind == "stock":  # a level has no record of its own: read them and pick it
+            found: SourceRecord | None = None
+            for page in self.read_changes(entity, None):
+                found = next((r for r in page.records if r.record_id == record_id), found)
+            return found
+        if not record_id.isdigit():
+            return None
+        model = self.config.model_of(entity)
+        fields = spec.fields if spec.fields is not None else DEFAULT_READ_FIELDS[kind]
+        domain: list[Any] = list(spec.domain if spec.domain is not None else DEFAULT_READ_DOMAINS.get(kind, []))
+        domain.append(("id", "=", int(record_id)))
+        if "active" in self.catalog.fields(model):
+            domain.append(("active", "in", [True, False]))  # naming `active` lifts Tryton's active-only filter
+        wanted = sorted(set(fields) | {"create_date", "write_date"})
+        rows = self.rpc.model(model, "search_read", domain, 0, 1, None, wanted)
+        return _source_record(rows[0])[0] if rows else None
+
+    def stored_form(self, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A mapped record as Tryton keeps it: one2many children that leave a required field empty are
+        left out, as the writer leaves them out (values.Converter), e.g. an e-mail contact
+        mechanism of a customer without an e-mail."""
+        return self._stored(self.config.model_of(entity), record)
+
+    def _stored(self, model: str, record: dict[str, Any]) -> dict[str, Any]:
+        fields = self.catalog.fields(model)
+        out: dict[str, Any] = {}
+        for name, value in record.items():
+            spec = fields.get(name)
+            if spec is not None and spec.get("type") == "one2many" and isinstance(value, list):
+                relation = str(spec["relation"])
+                parent = spec.get("relation_field")
+                required = [
+                    f for f, s in self.catalog.fields(relation).items() if s.get("required") and f != parent
+                ]
+                out[name] = [
+                    self._stored(relation, item) if isinstance(item, dict) else item
+                    for item in value
+                    if not (isinstance(item, dict) and any(f in item and item[f] in (None, "") for f in required))
+                ]
+            else:
+                out[name] = value
+        return out
+
+    @property
+    def catalog(self) -> FieldCatalog:
+        if self._catalog is None:
+            self._catalog = FieldCatalog(self.rpc)
+        return self._catalog
 
     def _until(self) -> datetime:
         """The server's now (its last Date header, advanced by our monotonic clock) minus settle_s."""

@@ -8,17 +8,30 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
         sorted by (updated_at, id); updated_at >= updated_since compared as aware datetimes;
         page starts at 1, page_size 1..1000 (default 100)
   GET   /api/customers/{customer_no}, /api/orders/{order_no}
-  PATCH /api/orders/{order_no}  {"erp_status", "erp_status_at"} → 200 the order
-        404 unknown order; 400 unless erp_status is confirmed/reserved/shipped/invoiced/cancelled.
+  GET   /api/orders?embed=customer → each order carries its customer record as `customer`
+        (as CRMs expand related records), so an integration can create it where it is missing
+  PATCH /api/orders/{order_no}  {"erp_status", "erp_status_at", other "erp_*" fields} → 200 the order
+        404 unknown order; 400 unless erp_status is one of ERP_STATUSES. Every `erp_*` field of the
+        body is stored (reason, shipment and invoice numbers, amount, paid, ...).
         Honours Idempotency-Key: a repeated key is answered but not applied (counted in duplicates).
         The erp_status fields belong to the integration: writing them does not bump the order's
         version or updated_at, so status write-backs do not echo back as order changes.
+  GET   /api/products?updated_since=ISO&page=N&page_size=M  → same shape (products by sku); /api/products/{sku}
+  PATCH /api/customers/{customer_no}, /api/products/{sku}  {fields} → 200 the record
+        Create or change (the fields given are merged in; `billing` is replaced as a whole). These
+        are data changes like a user's: version and updated_at move, so a two-way integration
+        reads its own write back (and must recognise it). 400 unless the body is an object whose
+        key, if present, matches the path. Honours Idempotency-Key as the order PATCH does.
+        Counted per entity in `api_writes` (answered repeats of a key are not).
 Admin (tests and the demo):
   GET  /admin/state[?effects=0]
-       → {"customers", "orders", "effects", "applied_counts", "duplicates", "bad_records"}
+       → {"customers", "orders", "products", "effects", "applied_counts", "duplicates", "bad_records",
+          "api_writes"}
   POST /admin/seed {"customers", "orders_per_customer", "seed", "with_bad_records"}
-  POST /admin/customers {record} / POST /admin/orders {record} → upsert (bumps version, updated_at)
-Python: `seed()`, `upsert_customer()`, `upsert_order()`, `state()`, `customer()`, `order()`.
+  POST /admin/customers, /admin/orders, /admin/products {record} → upsert (bumps version, updated_at):
+       what a CRM user's edit does; not counted in api_writes
+Python: `seed()`, `upsert_customer()`, `upsert_order()`, `upsert_product()`, `state()`, `customer()`,
+`order()`, `product()`.
 """
 
 from __future__ import annotations
@@ -42,7 +55,19 @@ from deploy.demo.sample_server import (
 
 CRM_ZONE = timezone(timedelta(hours=8))
 SEED_EPOCH = datetime(2026, 11, 24, 8, 0, 0, tzinfo=CRM_ZONE)
-ERP_STATUSES = ("confirmed", "reserved", "shipped", "invoiced", "cancelled")
+ERP_STATUSES = (
+    "confirmed",
+    "reserved",
+    "shipped",
+    "invoiced",
+    "cancelled",
+    # what order-to-cash flows report (deploy/demo/order_to_cash.yaml)
+    "awaiting_approval",
+    "out_of_stock",
+    "rejected",
+    "failed",
+    "paid",
+)
 
 _COMPANIES = [
     "Acme",
@@ -107,6 +132,8 @@ class SampleCrm(SampleService):
         super().__init__(host, port, token)
         self.customers = _Table("customer_no")
         self.orders = _Table("order_no")
+        self.products = _Table("sku")
+        self.api_writes: dict[str, int] = {"customer": 0, "product": 0}
         self.effects: list[dict[str, Any]] = []
         self.applied_counts: dict[str, int] = {}
         self.applied_responses: dict[str, dict[str, Any]] = {}
@@ -126,16 +153,24 @@ class SampleCrm(SampleService):
         """Create or change an order (merging fields); bumps version and updated_at."""
         return self._upsert(self.orders, record, {"erp_status": None, "erp_status_at": None})
 
+    def upsert_product(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Create or change a product (merging fields); bumps version and updated_at."""
+        return self._upsert(self.products, record, {"active": True})
+
     def _upsert(self, table: _Table, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
         key = record.get(table.id_field)
         if not key:
             raise ValueError(f"record needs {table.id_field!r}")
         with self.lock:
-            old = table.rows.get(str(key), {})
-            version = int(old.get("version", 0)) + 1
-            merged = {**defaults, **old, **record, "version": version, "updated_at": self._stamp()}
-            table.put(merged)
-            return dict(merged)
+            return self._merge(table, record, defaults)
+
+    def _merge(self, table: _Table, record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        """Merge `record` into its row (the caller holds the lock); bumps version and updated_at."""
+        old = table.rows.get(str(record[table.id_field]), {})
+        version = int(old.get("version", 0)) + 1
+        merged = {**defaults, **old, **record, "version": version, "updated_at": self._stamp()}
+        table.put(merged)
+        return dict(merged)
 
     def customer(self, customer_no: str) -> dict[str, Any] | None:
         with self.lock:
@@ -145,6 +180,11 @@ class SampleCrm(SampleService):
     def order(self, order_no: str) -> dict[str, Any] | None:
         with self.lock:
             found = self.orders.rows.get(order_no)
+            return dict(found) if found else None
+
+    def product(self, sku: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.products.rows.get(sku)
             return dict(found) if found else None
 
     def seed(
@@ -241,10 +281,12 @@ class SampleCrm(SampleService):
             return {
                 "customers": len(self.customers.rows),
                 "orders": len(self.orders.rows),
+                "products": len(self.products.rows),
                 "effects": list(self.effects) if with_effects else [],
                 "applied_counts": dict(self.applied_counts),
                 "duplicates": self.duplicates,
                 "bad_records": {k: list(v) for k, v in self.bad_records.items()},
+                "api_writes": dict(self.api_writes),
             }
 
     # ----- HTTP --------------------------------------------------------------------------
@@ -255,9 +297,20 @@ class SampleCrm(SampleService):
             return self._list(self.customers, request)
         if method == "GET" and path == "/api/orders":
             return self._list(self.orders, request)
-        if len(parts) == 4 and parts[:3] == ["", "api", "customers"] and method == "GET":
-            found = self.customer(parts[3])
-            return Response(200, found) if found else error(404, f"unknown customer {parts[3]!r}")
+        if method == "GET" and path == "/api/products":
+            return self._list(self.products, request)
+        if len(parts) == 4 and parts[:3] == ["", "api", "customers"]:
+            if method == "GET":
+                found = self.customer(parts[3])
+                return Response(200, found) if found else error(404, f"unknown customer {parts[3]!r}")
+            if method == "PATCH":
+                return self._patch_record("customer", self.customers, {}, parts[3], request)
+        if len(parts) == 4 and parts[:3] == ["", "api", "products"]:
+            if method == "GET":
+                found = self.product(parts[3])
+                return Response(200, found) if found else error(404, f"unknown product {parts[3]!r}")
+            if method == "PATCH":
+                return self._patch_record("product", self.products, {"active": True}, parts[3], request)
         if len(parts) == 4 and parts[:3] == ["", "api", "orders"]:
             if method == "GET":
                 found = self.order(parts[3])
@@ -281,6 +334,8 @@ class SampleCrm(SampleService):
             start = (page - 1) * size
             rows = [table.rows[key] for _, key in matching[start : start + size]]
             has_more = start + size < len(matching)
+            if table is self.orders and request.query.get("embed") == "customer":
+                rows = [{**row, "customer": self.customers.rows.get(str(row.get("customer_no")))} for row in rows]
         return Response(200, {"data": rows, "page": page, "has_more": has_more})
 
     def _patch_order(self, order_no: str, request: Request) -> Response:
@@ -301,7 +356,8 @@ class SampleCrm(SampleService):
             if key is not None and key in self.applied_counts:
                 self.duplicates += 1
                 return Response(200, self.applied_responses.get(key, current))
-            updated = {**current, "erp_status": status, "erp_status_at": body.get("erp_status_at")}
+            extra = {k: v for k, v in body.items() if k.startswith("erp_") and k not in ("erp_status", "erp_status_at")}
+            updated = {**current, **extra, "erp_status": status, "erp_status_at": body.get("erp_status_at")}
             self.orders.put(updated, self.orders.moments[order_no])
             self.effects.append(
                 {
@@ -316,6 +372,41 @@ class SampleCrm(SampleService):
             if key is not None:
                 self.applied_counts[key] = self.applied_counts.get(key, 0) + 1
                 self.applied_responses[key] = updated
+        return Response(200, updated)
+
+    def _patch_record(
+        self, entity: str, table: _Table, defaults: dict[str, Any], key: str, request: Request
+    ) -> Response:
+        """Create or change one customer or product through the API, as an integration does."""
+        try:
+            body = request.json()
+        except ValueError as exc:
+            return error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return error(400, "body must be a JSON object")
+        if str(body.get(table.id_field, key)) != key:
+            return error(400, f"{table.id_field} {body.get(table.id_field)!r} does not match the path ({key!r})")
+        changes = {k: v for k, v in body.items() if k not in ("version", "updated_at")}
+        idempotency_key = request.header("idempotency-key")
+        with self.lock:
+            if idempotency_key is not None and idempotency_key in self.applied_counts:
+                self.duplicates += 1
+                return Response(200, self.applied_responses.get(idempotency_key, table.rows.get(key)))
+            updated = self._merge(table, {**changes, table.id_field: key}, defaults)
+            self.api_writes[entity] += 1
+            self.effects.append(
+                {
+                    "key": idempotency_key,
+                    "method": "PATCH",
+                    "path": request.path,
+                    "entity": entity,
+                    "id": key,
+                    "fields": sorted(k for k in changes if k != table.id_field),
+                }
+            )
+            if idempotency_key is not None:
+                self.applied_counts[idempotency_key] = self.applied_counts.get(idempotency_key, 0) + 1
+                self.applied_responses[idempotency_key] = updated
         return Response(200, updated)
 
     def _admin(self, method: str, path: str, request: Request) -> Response:
@@ -339,6 +430,8 @@ class SampleCrm(SampleService):
                 return Response(200, self.upsert_customer(body))
             if path == "/admin/orders":
                 return Response(200, self.upsert_order(body))
+            if path == "/admin/products":
+                return Response(200, self.upsert_product(body))
         except (ValueError, TypeError, AttributeError) as exc:
             return error(400, str(exc))
         return error(404, f"no route for {method} {path}")

@@ -230,6 +230,13 @@ class RabbitMqBroker:
             return [queue]
         return [*self.shard_queues(queue), *self.retry_queues(queue)]
 
+    def route_queue_names(self, queue: str) -> list[str]:
+        """Every queue this broker declares for the route `queue` (for tooling and test cleanup)."""
+        names = [*self.shard_queues(queue), *self.retry_queues(queue), dlq_name(queue)]
+        if self.options(queue).shards > 1:
+            names.append(topo.presence_queue(queue))
+        return names
+
     def describe_route(self, queue: str) -> list[str]:
         options, known = self.options(queue), self._known(queue)
         keys = ", ".join(known.binding_keys) if known and known.binding_keys else "nothing"

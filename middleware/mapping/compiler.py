@@ -23,7 +23,14 @@ from middleware.mapping.paths import SELF_PATH, is_index, make_getter, single_ke
 from middleware.mapping.pipeline import PipelineSyntaxError, Step, parse_pipeline
 from middleware.mapping.problemlog import ProblemLog
 from middleware.mapping.spec import FIELD_SPEC_KEYS, EachSpec, ExampleSpec, FieldSpec, MappingFileSpec
-from middleware.mapping.transforms import TRANSFORMS, StepFn, StepSite, coerce_arg
+from middleware.mapping.transforms import (
+    PLUGIN_PROBLEMS,
+    TRANSFORMS,
+    StepFn,
+    StepSite,
+    coerce_arg,
+    find_transform,
+)
 from middleware.problems import did_you_mean, problems_from_validation, render_path
 from middleware.yamlsource import YamlDocument, YamlPath
 
@@ -780,9 +787,10 @@ class _Compiler:
         return tuple(steps), tuple(labels)
 
     def step(self, step: Step, text: str, path: YamlPath, site: StepSite) -> StepFn | None:
-        definition = TRANSFORMS.get(step.name)
+        definition = find_transform(step.name)
         if definition is None:
-            self.log.add(f"unknown transform {step.name!r} in {text!r}", path, did_you_mean(step.name, TRANSFORMS))
+            hint = PLUGIN_PROBLEMS.get(step.name) or did_you_mean(step.name, TRANSFORMS)
+            self.log.add(f"unknown transform {step.name!r} in {text!r}", path, hint)
             return None
         params = definition.params
         required = sum(1 for p in params if not p.optional)

@@ -610,3 +610,77 @@ def _xref(from_system: str, entity: str, to_system: str, *, site: StepSite) -> S
 
 # Transforms whose steps do not pass None through unchanged (documented above).
 NONE_AWARE = frozenset({"default", "required", "count"})
+
+
+# ----- plugins ------------------------------------------------------------------------------
+PLUGIN_GROUP = "isthmus.transforms"
+PLUGIN_PROBLEMS: dict[str, str] = {}  # entry point name → why it could not be registered
+_plugins_loaded = False
+
+
+def transform(params: str = "", summary: str = "") -> Callable[[Callable[..., StepFn]], Callable[..., StepFn]]:
+    """Mark a factory as an Isthmus transform that an `isthmus.transforms` entry point may name.
+
+    `params` declares its arguments as the built-ins do (`"sep:text, count?:int"`; kinds text,
+    int, number, value), so the mapping loader checks them at load. The factory gets the
+    arguments and returns `step(value, ctx) -> value`; raise ValueError or TypeError on data
+    it cannot handle (the record's mapping then fails with the transform's message). The
+    entry point's name is the transform's name in pipes::
+
+        [project.entry-points."isthmus.transforms"]
+        initials = "my_package.transforms:initials"
+    """
+
+    def mark(factory: Callable[..., StepFn]) -> Callable[..., StepFn]:
+        factory.isthmus_transform = (params, summary)  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def load_plugin_transforms(*, reload: bool = False) -> dict[str, str]:
+    """Register the transforms of installed `isthmus.transforms` entry points (once per process).
+
+    Built-ins win over a plugin of the same name (a plugin must not change what `trim` means);
+    a plugin that fails to import or is not marked with `@transform` is left out and its reason
+    kept in PLUGIN_PROBLEMS, which an unknown-transform error then quotes. Returns PLUGIN_PROBLEMS.
+    """
+    global _plugins_loaded
+    if _plugins_loaded and not reload:
+        return PLUGIN_PROBLEMS
+    from importlib.metadata import entry_points
+
+    _plugins_loaded = True
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in TRANSFORMS and ep.name not in _PLUGIN_NAMES:
+            PLUGIN_PROBLEMS[ep.name] = f"plugin {ep.value!r} is ignored: {ep.name!r} is a built-in transform"
+            continue
+        try:
+            factory = ep.load()
+            marked = getattr(factory, "isthmus_transform", None)
+            if marked is None:
+                raise TypeError("not marked with @middleware.mapping.transforms.transform(...)")
+            params, summary = marked
+            parsed = [
+                Param(name.strip().rstrip("?"), kind.strip(), name.strip().endswith("?"))
+                for name, kind in (item.split(":") for item in params.split(",") if item.strip())
+            ]
+        except Exception as exc:  # a broken plugin must not stop the others
+            PLUGIN_PROBLEMS[ep.name] = f"plugin {ep.value!r} failed to load: {type(exc).__name__}: {exc}"
+            continue
+        TRANSFORMS[ep.name] = TransformDef(ep.name, tuple(parsed), factory, summary or f"plugin {ep.value}")
+        _PLUGIN_NAMES.add(ep.name)
+        PLUGIN_PROBLEMS.pop(ep.name, None)
+    return PLUGIN_PROBLEMS
+
+
+_PLUGIN_NAMES: set[str] = set()
+
+
+def find_transform(name: str) -> TransformDef | None:
+    """The transform called `name`: a built-in, or a plugin (entry points are read on first need)."""
+    found = TRANSFORMS.get(name)
+    if found is None and not _plugins_loaded:
+        load_plugin_transforms()
+        found = TRANSFORMS.get(name)
+    return found

@@ -1,4 +1,4 @@
-"""The state store: ID cross-references, poll watermarks and applied-message keys.
+"""The state store: ID cross-references, poll watermarks, applied-message keys and two-way sync state.
 
 SQLite by default (`sqlite:///path.db`), PostgreSQL by URL (`postgresql://...`). All
 methods are safe to call from several threads (each implementation serialises or pools
@@ -9,8 +9,8 @@ committed before the method returns.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,72 @@ class RecordRef:
     system: str
     entity: str
     id: str
+
+
+@dataclass
+class FlowRunRecord:
+    """One run of a flow for one business key (middleware/flows): where it stands, as stored.
+
+    `state` is the run's JSON (its input, step outputs and trail), opaque to the store.
+    `revision` is the revision it was read at (0 for a run not stored yet); `save_flow_run`
+    writes only over that revision and then increments it, so two workers advancing the
+    same run cannot overwrite each other's progress.
+    """
+
+    flow: str
+    key: str
+    run_id: str
+    status: str  # running | waiting | compensating | completed | failed
+    position: int  # index of the next step (or compensation) to run
+    state: str
+    waiting_for: str | None = None
+    revision: int = 0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class EchoStamp:
+    """What a route last wrote to one record, so the change it causes is known when read back.
+
+    `content_hash` is `middleware.echo.content_hash` of the canonical values of `fields`
+    (the synced fields the writes changed); `written_at` is Unix time taken just before the
+    write; `origin` is the route that wrote."""
+
+    ref: RecordRef
+    content_hash: str
+    fields: tuple[str, ...]
+    origin: str
+    written_at: float
+
+
+@dataclass
+class ConflictRecord:
+    """One conflict on one field of one linked pair: open (parked for review) or resolved.
+
+    `detail` holds both versions (`sides`: system -> ref, value, changed_at), the routes of
+    the pair, and for a resolved conflict who won and how (`resolution`)."""
+
+    id: str
+    route: str
+    pair: str
+    field: str
+    policy: str
+    status: str  # "open" or "resolved"
+    detected_at: float
+    detail: dict[str, Any]
+    resolved_at: float | None = None
+
+
+@dataclass
+class SyncWrite:
+    """Two-way bookkeeping a batch commits together with its applied keys (see `mark_applied`)."""
+
+    stamps: Sequence[EchoStamp] = ()
+    dropped_stamps: Sequence[RecordRef] = ()
+    states: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    conflicts: Sequence[ConflictRecord] = ()
+    lock_owner: str = ""
+    released_locks: Sequence[str] = ()
 
 
 class Store(Protocol):
@@ -51,9 +117,61 @@ class Store(Protocol):
         keys: Sequence[str],
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
+        sync: SyncWrite | None = None,
     ) -> None:
         """Remember `keys` as applied on `route`, record `links` (as `link` does) and raise each
         record's latest version to at least `versions[record_key]` (never lowers it), in one
-        transaction: a batch costs one durable commit, and everything it learned lands together."""
+        transaction: a batch costs one durable commit, and everything it learned lands together.
+        A two-way route adds its `sync` bookkeeping (echo stamps, pair states, conflicts,
+        released pair locks) to that same transaction."""
+
+    # ----- two-way sync (middleware/twoway.py) ------------------------------------------------
+    def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:
+        """The stamps of these records, where a route wrote one; others are left out."""
+
+    def sync_states(self, pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The JSON state of these linked pairs; pairs never synced are left out."""
+
+    def lock_pairs(self, pairs: Sequence[str], owner: str, ttl_s: float) -> set[str]:
+        """Take a lease of `ttl_s` on each pair that is free, expired or already `owner`'s; return
+        those taken. So the two routes of a pair decide on it one at a time."""
+
+    def unlock_pairs(self, pairs: Sequence[str], owner: str) -> None:
+        """Release `owner`'s leases on `pairs` (leases of other owners are left alone)."""
+
+    def conflicts(
+        self,
+        *,
+        route: str | None = None,
+        status: str | None = "open",
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[ConflictRecord]:
+        """Conflicts, oldest first: open ones by default, `status=None` for all; `ids` picks some."""
+
+    def put_conflicts(self, records: Sequence[ConflictRecord]) -> None:
+        """Insert or update conflicts by id (`isthmus conflicts resolve` marks one resolved)."""
+
+    def count_open_conflicts(self, route: str) -> int:
+        """Open conflicts found by `route` (the `isthmus_conflicts_open` gauge)."""
+
+    def get_flow_run(self, flow: str, key: str) -> FlowRunRecord | None:
+        """The run of `flow` for business key `key`, if any."""
+
+    def save_flow_run(self, run: FlowRunRecord) -> bool:
+        """Store `run` if it is still at `run.revision` (0: if no run for its flow and key exists);
+        on success `run.revision` is incremented and True returned; False when another writer got
+        there first (the caller reloads)."""
+
+    def list_flow_runs(
+        self, flow: str | None = None, key: str | None = None, statuses: Sequence[str] = (), limit: int = 100
+    ) -> list[FlowRunRecord]:
+        """Runs, most recently updated first, optionally only of one flow, key or some statuses."""
+
+    def put_flow_signal(self, flow: str, key: str, signal: str, payload: str) -> None:
+        """Remember the latest `signal` (JSON `payload`) for the run of `flow` with `key` (replaces an older one)."""
+
+    def flow_signals(self, flow: str, key: str) -> dict[str, str]:
+        """Signal name → its latest JSON payload, for the run of `flow` with `key`."""
 
     def close(self) -> None: ...

@@ -13,16 +13,20 @@ is idempotent, so repeating it is safe.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 from middleware.redact import redact_url as redact
-from middleware.store.base import RecordRef
+from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
+from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
+from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
+from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
 T = TypeVar("T")
 
@@ -47,9 +51,31 @@ _DDL = [
         changed_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (route, record_key)
     )""",
+    """CREATE TABLE IF NOT EXISTS flow_runs (
+        flow        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        waiting_for TEXT,
+        state       TEXT NOT NULL,
+        revision    INTEGER NOT NULL,
+        updated_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (flow, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS flow_runs_by_update ON flow_runs (updated_at)",
+    """CREATE TABLE IF NOT EXISTS flow_signals (
+        flow        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        signal      TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (flow, key, signal)
+    )""",
 ]
 
 _LINK_SQL = link_statements("%s")
+_SYNC_SQL = SyncSql("%s")
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -130,7 +156,7 @@ class PostgresStore:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
         if self.schema:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-        for statement in _DDL:
+        for statement in [*_DDL, *ddl("DOUBLE PRECISION")]:
             conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
 
     # ----- xref -----------------------------------------------------------------------
@@ -214,8 +240,9 @@ class PostgresStore:
         keys: Sequence[str],
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
+        sync: SyncWrite | None = None,
     ) -> None:
-        if not keys and not links and not versions:
+        if not keys and not links and not versions and sync_is_empty(sync):
             return
         # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.
         ordered = sorted(set(keys))
@@ -238,8 +265,119 @@ class PostgresStore:
                     "SET changed_at = GREATEST(record_versions.changed_at, EXCLUDED.changed_at)",
                     (route, [k for k, _ in ordered_versions], [t for _, t in ordered_versions]),
                 )
+            if sync is not None:
+                _SYNC_SQL.write_sync(conn, sync, time.time())
 
         self._run(work)
+
+    # ----- two-way sync -----------------------------------------------------------------
+    def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:
+        return self._run(lambda conn: _SYNC_SQL.read_stamps(conn, refs))
+
+    def sync_states(self, pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._run(lambda conn: _SYNC_SQL.read_states(conn, pairs))
+
+    def lock_pairs(self, pairs: Sequence[str], owner: str, ttl_s: float) -> set[str]:
+        if not pairs:
+            return set()
+        return self._run(lambda conn: _SYNC_SQL.take_locks(conn, pairs, owner, time.time(), ttl_s))
+
+    def unlock_pairs(self, pairs: Sequence[str], owner: str) -> None:
+        if pairs:
+            self._run(lambda conn: _SYNC_SQL.release_locks(conn, pairs, owner))
+
+    def conflicts(
+        self,
+        *,
+        route: str | None = None,
+        status: str | None = "open",
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[ConflictRecord]:
+        return self._run(lambda conn: _SYNC_SQL.read_conflicts(conn, route, status, ids, limit))
+
+    def put_conflicts(self, records: Sequence[ConflictRecord]) -> None:
+        if records:
+            self._run(lambda conn: _SYNC_SQL.put_conflicts(conn, records))
+
+    def count_open_conflicts(self, route: str) -> int:
+        return self._run(lambda conn: int(conn.execute(_SYNC_SQL.open_count, (route,)).fetchone()[0]))  # type: ignore[arg-type,index]
+
+    # ----- flow runs --------------------------------------------------------------------
+    def get_flow_run(self, flow: str, key: str) -> FlowRunRecord | None:
+        def work(conn: psycopg.Connection) -> FlowRunRecord | None:
+            row = conn.execute(_FLOW_RUN_SELECT + " WHERE flow = %s AND key = %s", (flow, key)).fetchone()
+            return FlowRunRecord(*row) if row else None
+
+        return self._run(work)
+
+    def save_flow_run(self, run: FlowRunRecord) -> bool:
+        now = time.time()
+
+        def work(conn: psycopg.Connection) -> bool:
+            if run.revision == 0:
+                cursor = conn.execute(
+                    "INSERT INTO flow_runs (flow, key, run_id, status, position, waiting_for, state, revision, "
+                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) ON CONFLICT (flow, key) DO NOTHING",
+                    (run.flow, run.key, run.run_id, run.status, run.position, run.waiting_for, run.state, now),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE flow_runs SET run_id = %s, status = %s, position = %s, waiting_for = %s, state = %s, "
+                    "revision = revision + 1, updated_at = %s WHERE flow = %s AND key = %s AND revision = %s",
+                    (
+                        run.run_id,
+                        run.status,
+                        run.position,
+                        run.waiting_for,
+                        run.state,
+                        now,
+                        run.flow,
+                        run.key,
+                        run.revision,
+                    ),
+                )
+            return cursor.rowcount == 1
+
+        saved = self._run(work)
+        if saved:
+            run.revision += 1
+            run.updated_at = now
+        return saved
+
+    def list_flow_runs(
+        self, flow: str | None = None, key: str | None = None, statuses: Sequence[str] = (), limit: int = 100
+    ) -> list[FlowRunRecord]:
+        where, params = _flow_run_filter(flow, key, statuses, "%s")
+
+        def work(conn: psycopg.Connection) -> list[FlowRunRecord]:
+            rows = conn.execute(
+                f"{_FLOW_RUN_SELECT}{where} ORDER BY updated_at DESC, flow, key LIMIT %s",  # type: ignore[arg-type]
+                (*params, limit),
+            ).fetchall()
+            return [FlowRunRecord(*row) for row in rows]
+
+        return self._run(work)
+
+    def put_flow_signal(self, flow: str, key: str, signal: str, payload: str) -> None:
+        def work(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "INSERT INTO flow_signals (flow, key, signal, payload, received_at) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (flow, key, signal) DO UPDATE SET payload = EXCLUDED.payload, "
+                "received_at = EXCLUDED.received_at",
+                (flow, key, signal, payload, time.time()),
+            )
+
+        self._run(work)
+
+    def flow_signals(self, flow: str, key: str) -> dict[str, str]:
+        def work(conn: psycopg.Connection) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT signal, payload FROM flow_signals WHERE flow = %s AND key = %s", (flow, key)
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
+
+        return self._run(work)
 
     def close(self) -> None:
         self._closed = True

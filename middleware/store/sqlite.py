@@ -19,9 +19,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from middleware.store.base import RecordRef
+from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
+from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
+from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
+from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
 BUSY_TIMEOUT_MS = 30_000
 # Well under SQLITE_MAX_VARIABLE_NUMBER even on old builds (999), leaving room for `route`.
@@ -46,12 +50,34 @@ CREATE TABLE IF NOT EXISTS record_versions (
     changed_at REAL NOT NULL,
     PRIMARY KEY (route, record_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_runs (
+    flow        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    waiting_for TEXT,
+    state       TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (flow, key)
+);
+CREATE INDEX IF NOT EXISTS flow_runs_by_update ON flow_runs (updated_at);
+CREATE TABLE IF NOT EXISTS flow_signals (
+    flow        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    signal      TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (flow, key, signal)
+) WITHOUT ROWID;
 """
 )
 
 # Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
 _LINK_SQL = link_statements("?")
+_SYNC_SQL = SyncSql("?")
 _LOOKUP = (
     "SELECT dst_entity, dst_id FROM xref WHERE src_system = ? AND src_entity = ? AND src_id = ? AND dst_system = ?"
 )
@@ -91,6 +117,8 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for statement in ddl("REAL"):
+                conn.execute(statement)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -171,8 +199,9 @@ class SqliteStore:
         keys: Sequence[str],
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
+        sync: SyncWrite | None = None,
     ) -> None:
-        if not keys and not links and not versions:
+        if not keys and not links and not versions and sync_is_empty(sync):
             return
         with self._write() as conn:
             for a, b in links:
@@ -183,6 +212,113 @@ class SqliteStore:
                 "ON CONFLICT (route, record_key) DO UPDATE SET changed_at = max(changed_at, excluded.changed_at)",
                 ((route, key, at) for key, at in (versions or {}).items()),
             )
+            if sync is not None:
+                _SYNC_SQL.write_sync(conn, sync, time.time())
+
+    # ----- two-way sync -----------------------------------------------------------------
+    def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:
+        with self._lock:
+            return _SYNC_SQL.read_stamps(self._conn, refs)
+
+    def sync_states(self, pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return _SYNC_SQL.read_states(self._conn, pairs)
+
+    def lock_pairs(self, pairs: Sequence[str], owner: str, ttl_s: float) -> set[str]:
+        if not pairs:
+            return set()
+        with self._write() as conn:
+            return _SYNC_SQL.take_locks(conn, pairs, owner, time.time(), ttl_s)
+
+    def unlock_pairs(self, pairs: Sequence[str], owner: str) -> None:
+        if not pairs:
+            return
+        with self._write() as conn:
+            _SYNC_SQL.release_locks(conn, pairs, owner)
+
+    def conflicts(
+        self,
+        *,
+        route: str | None = None,
+        status: str | None = "open",
+        ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[ConflictRecord]:
+        with self._lock:
+            return _SYNC_SQL.read_conflicts(self._conn, route, status, ids, limit)
+
+    def put_conflicts(self, records: Sequence[ConflictRecord]) -> None:
+        if not records:
+            return
+        with self._write() as conn:
+            _SYNC_SQL.put_conflicts(conn, records)
+
+    def count_open_conflicts(self, route: str) -> int:
+        with self._lock:
+            return int(self._conn.execute(_SYNC_SQL.open_count, (route,)).fetchone()[0])
+
+    # ----- flow runs --------------------------------------------------------------------
+    def get_flow_run(self, flow: str, key: str) -> FlowRunRecord | None:
+        with self._lock:
+            row = self._conn.execute(_FLOW_RUN_SELECT + " WHERE flow = ? AND key = ?", (flow, key)).fetchone()
+        return FlowRunRecord(*row) if row else None
+
+    def save_flow_run(self, run: FlowRunRecord) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            if run.revision == 0:
+                cursor = conn.execute(
+                    "INSERT INTO flow_runs (flow, key, run_id, status, position, waiting_for, state, revision, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (flow, key) DO NOTHING",
+                    (run.flow, run.key, run.run_id, run.status, run.position, run.waiting_for, run.state, now),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE flow_runs SET run_id = ?, status = ?, position = ?, waiting_for = ?, state = ?, "
+                    "revision = revision + 1, updated_at = ? WHERE flow = ? AND key = ? AND revision = ?",
+                    (
+                        run.run_id,
+                        run.status,
+                        run.position,
+                        run.waiting_for,
+                        run.state,
+                        now,
+                        run.flow,
+                        run.key,
+                        run.revision,
+                    ),
+                )
+            saved = cursor.rowcount == 1
+        if saved:
+            run.revision += 1
+            run.updated_at = now
+        return saved
+
+    def list_flow_runs(
+        self, flow: str | None = None, key: str | None = None, statuses: Sequence[str] = (), limit: int = 100
+    ) -> list[FlowRunRecord]:
+        where, params = _flow_run_filter(flow, key, statuses, "?")
+        with self._lock:
+            rows = self._conn.execute(
+                f"{_FLOW_RUN_SELECT}{where} ORDER BY updated_at DESC, flow, key LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [FlowRunRecord(*row) for row in rows]
+
+    def put_flow_signal(self, flow: str, key: str, signal: str, payload: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO flow_signals (flow, key, signal, payload, received_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (flow, key, signal) DO UPDATE SET payload = excluded.payload, "
+                "received_at = excluded.received_at",
+                (flow, key, signal, payload, time.time()),
+            )
+
+    def flow_signals(self, flow: str, key: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT signal, payload FROM flow_signals WHERE flow = ? AND key = ?", (flow, key)
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
 
     def close(self) -> None:
         with self._lock:

@@ -65,14 +65,16 @@ def _open_rabbitmq(amqp_url: str, exchange: str) -> Callable[[], Broker]:
 
 
 def delete_rabbitmq_topology(amqp_url: str, queues: list[str], exchanges: list[str]) -> None:
-    """Remove what a test declared: each queue with its DLQ and retry queue, and the exchanges."""
+    """Remove what a test declared: each queue with its DLQ and retry queues, and the exchanges."""
     import pika
+
+    from middleware.broker.rabbitmq import RabbitMqBroker
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?", 1)[0]))
     try:
         channel = connection.channel()
         for queue in queues:
-            for name in (queue, dlq_name(queue), queue + ".retry"):
+            for name in RabbitMqBroker(amqp_url).route_queue_names(queue):  # default options: no shards
                 channel.queue_delete(name)
         for exchange in exchanges:
             channel.exchange_delete(exchange)
