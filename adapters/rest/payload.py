@@ -15,12 +15,16 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from adapters.shared.documents import dig as dig
+from adapters.shared.documents import parse_moment
+from adapters.shared.documents import utc_iso as utc_iso
+
+parse_timestamp = parse_moment  # the name REST modules knew it by; naive timestamps are UTC
 _encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
-_MISSING = object()
 
 
 class _NeedsExactEncoder(Exception):
@@ -104,40 +108,3 @@ def _encode(value: Any, out: list[str]) -> None:
         out.append(_encode_string(str(value)))
     else:
         raise ValueError(f"a {type(value).__name__} cannot be sent as JSON")
-
-
-def dig(document: Any, dotted: str, default: Any = None) -> Any:
-    """The value at a dotted path ('data.items', 'lines.0.sku'); '' is the document itself."""
-    if not dotted:
-        return document
-    current = document
-    for part in dotted.split("."):
-        if isinstance(current, dict):
-            current = current.get(part, _MISSING)
-        elif isinstance(current, list) and part.lstrip("-").isdigit():
-            index = int(part)
-            current = current[index] if -len(current) <= index < len(current) else _MISSING
-        else:
-            return default
-        if current is _MISSING:
-            return default
-    return current
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """An aware datetime from an ISO 8601 string (naive → UTC) or a datetime; ValueError otherwise."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        moment = datetime.fromisoformat(text)
-    else:
-        raise ValueError(f"{value!r} is not an ISO 8601 timestamp")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def utc_iso(moment: datetime) -> str:
-    """The normalized watermark form: UTC, ISO 8601, e.g. 2026-11-24T02:00:00+00:00."""
-    return moment.astimezone(UTC).isoformat()

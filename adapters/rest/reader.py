@@ -52,17 +52,17 @@ from adapters.rest.config import (
     ReadSpec,
     RestSystemConfig,
 )
-from adapters.rest.payload import dig, parse_timestamp, utc_iso
 from adapters.rest.transport import (
-    Scrubber,
     classify_exception,
     classify_status,
     parse_retry_after,
     response_text,
 )
+from adapters.shared.documents import dig, parse_moment, utc_iso
+from adapters.shared.incremental import WatermarkBoundary, changed_record, read_spec
+from adapters.shared.scrubber import Scrubber
 from middleware.adapter import ReadPage, SourceRecord
-from middleware.errors import ConfigError, PermanentError, TransientError
-from middleware.message import utc_now
+from middleware.errors import PermanentError, TransientError
 
 log = structlog.get_logger("isthmus.adapters.rest")
 
@@ -91,11 +91,7 @@ class RestReader:
         self.budget = budget
 
     def _spec(self, entity: str) -> ReadSpec:
-        spec = self.config.entities.get(entity)
-        if spec is None or spec.read is None:
-            readable = [name for name, e in self.config.entities.items() if e.read is not None]
-            raise ConfigError(f"system {self.system!r} cannot read entity {entity!r}; readable: {readable}")
-        return spec.read
+        return read_spec(self.system, self.config.entities, entity)
 
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]:
         spec = self._spec(entity)
@@ -103,15 +99,12 @@ class RestReader:
             yield from self._read_snapshot(spec, watermark)
             return
         since = _watermark_moment(watermark)
-        best = since
         base_params: dict[str, str] = dict(spec.params)
         if spec.since_param and watermark:
             base_params[spec.since_param] = utc_iso(since) if since else watermark
         pagination = spec.pagination
         resume_by_since = spec.since_param is not None and isinstance(pagination, PagePagination | OffsetPagination)
-        request_since = since  # the moment the current query's since_param asks from
-        at_best: set[str] = set()  # ids yielded whose updated value equals `best`
-        already: set[str] = set()  # ids at `request_since` yielded before the query was re-anchored
+        boundary = WatermarkBoundary(since, client_filter=spec.since_param is None)
         pager = _Pager(self, spec)
         while True:
             url, params = pager.request(base_params)
@@ -120,28 +113,15 @@ class RestReader:
             records: list[SourceRecord] = []
             for index, item in enumerate(raw):
                 record, updated = self._record(spec, item, index)
-                if since is not None and spec.since_param is None and updated is not None and updated < since:
-                    continue
-                if already and updated == request_since and record.record_id in already:
-                    continue
-                if updated is not None and (best is None or updated > best):
-                    best, at_best = updated, set()
-                if updated is not None and updated == best:
-                    at_best.add(record.record_id)
-                records.append(record)
-            yield ReadPage(records=records, watermark=utc_iso(best) if best else watermark)
+                if boundary.admit(record.record_id, updated):
+                    records.append(record)
+            yield ReadPage(records=records, watermark=boundary.watermark(watermark))
 
             if not pager.more(body, raw, headers):
                 return
-            if (
-                resume_by_since
-                and pager.full(raw)
-                and best is not None
-                and (request_since is None or best > request_since)
-            ):
+            if resume_by_since and pager.full(raw) and boundary.can_reanchor():
                 assert spec.since_param is not None
-                base_params[spec.since_param] = utc_iso(best)
-                request_since, already = best, set(at_best)
+                base_params[spec.since_param] = utc_iso(boundary.reanchor())
                 pager.restart()
                 continue
             if not pager.advance(body, raw):
@@ -226,7 +206,7 @@ class RestReader:
         updated: datetime | None = None
         if raw_updated is not None:
             try:
-                updated = parse_timestamp(raw_updated)
+                updated = parse_moment(raw_updated)
             except ValueError:
                 raise PermanentError(
                     f"GET {spec.path}: record {record_id!r} field {spec.updated_field!r} "
@@ -234,17 +214,7 @@ class RestReader:
                     system=self.system,
                 ) from None
         version = item.get(spec.version_field) if spec.version_field else None
-        if version is None:
-            version = raw_updated
-        return (
-            SourceRecord(
-                record_id=str(record_id),
-                version=None if version is None else str(version),
-                occurred_at=updated or utc_now(),
-                data=item,
-            ),
-            updated,
-        )
+        return changed_record(item, record_id, version, raw_updated, updated), updated
 
     def _get(self, url: str, params: dict[str, str], spec: ReadSpec) -> tuple[Any, CaseInsensitiveDict[str]]:
         """One GET, waiting out a bounded number of 429/503 with Retry-After; the JSON body and headers.
@@ -393,6 +363,6 @@ def _watermark_moment(watermark: str | None) -> datetime | None:
     if not watermark:
         return None
     try:
-        return parse_timestamp(watermark)
+        return parse_moment(watermark)
     except ValueError:
         return None

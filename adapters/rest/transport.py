@@ -33,10 +33,11 @@ from adapters.rest.config import (
     OAuth2ClientCredentialsAuth,
     RestSystemConfig,
 )
+from adapters.shared.scrubber import ERROR_EXCERPT_CHARS as ERROR_EXCERPT_CHARS
+from adapters.shared.scrubber import Scrubber as Scrubber
 from middleware.logmask import register_secret
 from middleware.observability import observe_adapter_call, prepare_adapter_metrics
 
-ERROR_EXCERPT_CHARS = 300
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 Outcome = Literal["ok", "transient", "permanent"]
 
@@ -247,22 +248,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         moment = moment.replace(tzinfo=UTC)
     current = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
     return max(0.0, (moment - current).total_seconds())
-
-
-@dataclass
-class Scrubber:
-    """Cuts response excerpts short and blanks out any configured secret in them."""
-
-    secrets: list[str]
-
-    def excerpt(self, text: str, limit: int = ERROR_EXCERPT_CHARS) -> str:
-        text = " ".join(text.split())
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-
-    def describe(self, exc: BaseException) -> str:
-        return self.excerpt(f"{type(exc).__name__}: {exc}")
 
 
 def response_text(response: requests.Response | HttpReply) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -28,16 +27,18 @@ import requests
 from adapters.rest.auth import Credentials
 from adapters.rest.budget import RequestBudget
 from adapters.rest.config import RestSystemConfig, WriteSpec, path_placeholders
-from adapters.rest.payload import dig, encode_json
+from adapters.rest.payload import encode_json
 from adapters.rest.transport import (
     HttpReply,
-    Scrubber,
     classify_exception,
     classify_status,
     parse_retry_after,
     response_text,
     send_direct,
 )
+from adapters.shared.documents import dig
+from adapters.shared.lanes import LanePool
+from adapters.shared.scrubber import Scrubber
 from middleware.adapter import WriteRequest, WriteResult
 from middleware.errors import DeliveryError, TransientError
 
@@ -73,7 +74,7 @@ class RestWriter:
         self.scrubber = scrubber
         self.credentials = credentials or Credentials()
         self.budget = budget
-        self._executor: ThreadPoolExecutor | None = None
+        self._lanes = LanePool(config.concurrency, thread_name_prefix=f"rest-{system}")
 
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
         results: list[WriteResult | None] = [None] * len(requests)
@@ -101,26 +102,11 @@ class RestWriter:
                 if result.outcome == "ok" and prepared.request.target_id is None and result.target_id:
                     created_id = result.target_id
 
-        if len(lanes) <= 1 or self.config.concurrency == 1:
-            for lane in lanes.values():
-                run_lane(lane)
-        else:
-            futures = [self._pool().submit(run_lane, lane) for lane in lanes.values()]
-            for future in futures:
-                future.result()
+        self._lanes.run(lanes.values(), run_lane)
         return [r if r is not None else WriteResult("transient", error="not attempted") for r in results]
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.config.concurrency, thread_name_prefix=f"rest-{self.system}"
-            )
-        return self._executor
+        self._lanes.close()
 
     def _prepare(self, request: WriteRequest) -> _Prepared | WriteResult:
         entity = self.config.entities.get(request.entity)

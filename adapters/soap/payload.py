@@ -11,14 +11,16 @@ become ISO 8601 strings; `bytes` (xsd:base64Binary) become base64 text and raw X
 from __future__ import annotations
 
 import base64
-from datetime import UTC, date, datetime, time, tzinfo
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
 import zeep.helpers
 from lxml import etree
 
-_MISSING = object()
+from adapters.shared.documents import dig as dig
+from adapters.shared.documents import parse_moment as parse_moment
+from adapters.shared.documents import utc_iso as utc_iso
 
 
 def plain(value: Any) -> Any:
@@ -48,20 +50,6 @@ def _json_ready(value: Any) -> Any:
     return str(value)
 
 
-def parse_moment(value: Any, zone: tzinfo) -> datetime:
-    """An aware datetime from an xsd:dateTime value or ISO 8601 text; naive ones are in `zone`."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        moment = datetime.fromisoformat(text)
-    else:
-        raise ValueError(f"{value!r} is not a timestamp")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
-
-
 def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
     """Put `value` at a dotted path, creating the dicts on the way ('customer.customer_id')."""
     *parents, last = dotted.split(".")
@@ -73,26 +61,3 @@ def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
             current[part] = child
         current = child
     current[last] = value
-
-
-def dig(document: Any, dotted: str | None, default: Any = None) -> Any:
-    """The value at a dotted path ('data.items', 'lines.0.sku'); '' is the document itself."""
-    if not dotted:
-        return document
-    current = document
-    for part in dotted.split("."):
-        if isinstance(current, dict):
-            current = current.get(part, _MISSING)
-        elif isinstance(current, list) and part.lstrip("-").isdigit():
-            index = int(part)
-            current = current[index] if -len(current) <= index < len(current) else _MISSING
-        else:
-            return default
-        if current is _MISSING:
-            return default
-    return current
-
-
-def utc_iso(moment: datetime) -> str:
-    """The normalized watermark form: UTC, ISO 8601, e.g. 2026-11-24T02:00:00+00:00."""
-    return moment.astimezone(UTC).isoformat()

@@ -21,12 +21,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from adapters.shared.documents import dig, parse_moment, utc_iso
+from adapters.shared.incremental import WatermarkBoundary, changed_record, read_spec
 from adapters.soap.client import SoapClient
 from adapters.soap.config import ReadSpec, SoapSystemConfig
-from adapters.soap.payload import dig, parse_moment, utc_iso
 from middleware.adapter import ReadPage, SourceRecord
-from middleware.errors import ConfigError, PermanentError
-from middleware.message import utc_now
+from middleware.errors import PermanentError
 
 
 class SoapReader:
@@ -39,23 +39,15 @@ class SoapReader:
         self.zone = ZoneInfo(config.naive_timezone)
 
     def _spec(self, entity: str) -> ReadSpec:
-        spec = self.config.entities.get(entity)
-        if spec is None or spec.read is None:
-            readable = [name for name, e in self.config.entities.items() if e.read is not None]
-            raise ConfigError(f"system {self.system!r} cannot read entity {entity!r}; readable: {readable}")
-        return spec.read
+        return read_spec(self.system, self.config.entities, entity)
 
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]:
         spec = self._spec(entity)
-        since = self._watermark_moment(watermark)
-        best = since
-        anchor = since  # the moment the current call asks from
-        at_best: set[str] = set()  # ids yielded whose updated value equals `best`
-        already: set[str] = set()  # ids at `anchor` yielded by earlier calls of this read
+        boundary = WatermarkBoundary(self._watermark_moment(watermark), client_filter=spec.since_argument is None)
         while True:
             arguments = dict(spec.arguments)
             if spec.since_argument:
-                value = self._since_value(spec, anchor, watermark)
+                value = self._since_value(spec, boundary.anchor, watermark)
                 if value is not None:
                     arguments[spec.since_argument] = value
             if spec.limit_argument:
@@ -65,27 +57,21 @@ class SoapReader:
             records: list[SourceRecord] = []
             for index, item in enumerate(items):
                 record, updated = self._record(spec, item, index)
-                if since is not None and spec.since_argument is None and updated is not None and updated < since:
-                    continue
-                if already and updated == anchor and record.record_id in already:
-                    continue
-                if updated is not None and (best is None or updated > best):
-                    best, at_best = updated, set()
-                if updated is not None and updated == best:
-                    at_best.add(record.record_id)
-                records.append(record)
-            yield ReadPage(records=records, watermark=utc_iso(best) if best else watermark)
+                if boundary.admit(record.record_id, updated):
+                    records.append(record)
+            yield ReadPage(records=records, watermark=boundary.watermark(watermark))
 
             if not spec.limit_argument or len(items) < spec.limit:
                 return
-            if best is None or (anchor is not None and best <= anchor):
+            if not boundary.can_reanchor():
+                anchor = boundary.anchor
                 raise PermanentError(
                     f"{spec.operation}: a full answer of {spec.limit} records all changed at "
                     f"{utc_iso(anchor) if anchor else 'an unknown moment'}; the read cannot page past them — "
                     f"raise systems.{self.system}.entities.{entity}.read.limit",
                     system=self.system,
                 )
-            anchor, already = best, set(at_best)
+            boundary.reanchor()
 
     def _since_value(self, spec: ReadSpec, moment: datetime | None, watermark: str | None) -> str | None:
         if moment is None:
@@ -133,17 +119,7 @@ class SoapReader:
                     system=self.system,
                 ) from None
         version = dig(item, spec.version_field) if spec.version_field else None
-        if version is None:
-            version = raw_updated
-        return (
-            SourceRecord(
-                record_id=str(record_id),
-                version=None if version is None else str(version),
-                occurred_at=updated or utc_now(),
-                data=item,
-            ),
-            updated,
-        )
+        return changed_record(item, record_id, version, raw_updated, updated), updated
 
 
 def _as_list(raw: Any, spec: ReadSpec, system: str) -> list[Any]:

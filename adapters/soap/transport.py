@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -22,6 +21,8 @@ from requests.auth import HTTPBasicAuth
 from zeep.exceptions import TransportError
 from zeep.transports import Transport
 
+from adapters.shared.scrubber import ERROR_EXCERPT_CHARS as ERROR_EXCERPT_CHARS
+from adapters.shared.scrubber import Scrubber as Scrubber
 from adapters.soap.config import BasicAuth, SoapSystemConfig, WsSecurityAuth, is_url
 from adapters.soap.hardening import (
     DoctypeRefused,
@@ -40,23 +41,6 @@ from middleware.observability import prepare_adapter_metrics
 from middleware.redact import mask_url_credentials
 
 ERROR_BODY_CHARS = 2000
-ERROR_EXCERPT_CHARS = 300
-
-
-@dataclass
-class Scrubber:
-    """Cuts texts for error messages short and blanks out any configured secret in them."""
-
-    secrets: list[str]
-
-    def excerpt(self, text: str, limit: int = ERROR_EXCERPT_CHARS) -> str:
-        text = " ".join(text.split())
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-
-    def describe(self, exc: BaseException) -> str:
-        return self.excerpt(f"{type(exc).__name__}: {exc}")
 
 
 def secret_values(config: SoapSystemConfig) -> list[str]:

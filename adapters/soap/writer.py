@@ -16,13 +16,14 @@ says that the ERP may have applied the write: an operator checks before replayin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from adapters.shared.documents import dig
+from adapters.shared.lanes import LanePool
 from adapters.soap.client import SoapClient
 from adapters.soap.config import OperationCall, SoapSystemConfig
-from adapters.soap.payload import dig, set_path
+from adapters.soap.payload import set_path
 from middleware.adapter import WriteRequest, WriteResult
 from middleware.errors import DeliveryError, TransientError
 
@@ -34,7 +35,7 @@ class SoapWriter:
         self.system = system
         self.config = config
         self.client = client
-        self._executor: ThreadPoolExecutor | None = None
+        self._lanes = LanePool(config.concurrency, thread_name_prefix=f"soap-{system}")
 
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
         try:
@@ -58,13 +59,7 @@ class SoapWriter:
                 if result.outcome == "ok" and request.target_id is None and result.target_id:
                     created_id = result.target_id
 
-        if len(lanes) <= 1 or self.config.concurrency == 1:
-            for lane in lanes.values():
-                run_lane(lane)
-        else:
-            futures = [self._pool().submit(run_lane, lane) for lane in lanes.values()]
-            for future in futures:
-                future.result()
+        self._lanes.run(lanes.values(), run_lane)
         return [r if r is not None else WriteResult("transient", error="not attempted") for r in results]
 
     def write_one(self, request: WriteRequest) -> WriteResult:
@@ -97,16 +92,7 @@ class SoapWriter:
         return WriteResult("ok", target_id=_target_id(result, call, request), status=self.client.transport.last_status)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.config.concurrency, thread_name_prefix=f"soap-{self.system}"
-            )
-        return self._executor
+        self._lanes.close()
 
 
 def _failed(exc: DeliveryError) -> WriteResult:

@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from adapters.shared.documents import utc_iso
+from adapters.shared.incremental import read_spec
 from adapters.tryton.config import DEFAULT_READ_DOMAINS, DEFAULT_READ_FIELDS, ReadSpec, TrytonSystemConfig
 from adapters.tryton.rpc import TrytonRpc, utc
 from adapters.tryton.values import FieldCatalog
@@ -46,11 +48,7 @@ class TrytonReader:
         self._catalog: FieldCatalog | None = None
 
     def _spec(self, entity: str) -> ReadSpec:
-        spec = self.config.entities.get(entity)
-        if spec is None or spec.read is None:
-            readable = [name for name, e in self.config.entities.items() if e.read is not None]
-            raise ConfigError(f"system {self.system!r} cannot read entity {entity!r}; readable: {readable}")
-        return spec.read
+        return read_spec(self.system, self.config.entities, entity)
 
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]:
         spec = self._spec(entity)
@@ -76,7 +74,7 @@ class TrytonReader:
                 records.append(record)
             yield ReadPage(records=records, watermark=watermark)
         if best is not None and best != since:
-            yield ReadPage(records=[], watermark=_iso(best))
+            yield ReadPage(records=[], watermark=utc_iso(best))
 
     def read_one(self, entity: str, record_id: str) -> SourceRecord | None:
         """One record by its Tryton id, active or not, within the entity's domain; None if there is none.
@@ -199,7 +197,7 @@ class TrytonReader:
                 records.append(
                     SourceRecord(
                         record_id=f"{product}@{warehouse['code'] or warehouse['id']}",
-                        version=_iso(changed),
+                        version=utc_iso(changed),
                         occurred_at=changed,
                         data={
                             "product_id": product,
@@ -211,12 +209,12 @@ class TrytonReader:
                             "on_hand": str(on_hand),
                             "reserved": str(on_hand - available),
                             "available": str(available),
-                            "measured_at": _iso(measured),
-                            "changed_at": _iso(changed),
+                            "measured_at": utc_iso(measured),
+                            "changed_at": utc_iso(changed),
                         },
                     )
                 )
-        yield ReadPage(records=records, watermark=_iso(best))
+        yield ReadPage(records=records, watermark=utc_iso(best))
 
     def _warehouse_list(self, codes: tuple[str, ...]) -> list[dict[str, Any]]:
         found = self._warehouses.get(codes)
@@ -275,8 +273,8 @@ def _changed(raw: dict[str, Any]) -> datetime:
 def _source_record(raw: dict[str, Any]) -> tuple[SourceRecord, datetime]:
     changed = _changed(raw)
     data = json_ready(raw)
-    data["changed_at"] = _iso(changed)
-    return SourceRecord(record_id=str(raw["id"]), version=_iso(changed), occurred_at=changed, data=data), changed
+    data["changed_at"] = utc_iso(changed)
+    return SourceRecord(record_id=str(raw["id"]), version=utc_iso(changed), occurred_at=changed, data=data), changed
 
 
 def json_ready(value: Any) -> Any:
@@ -296,7 +294,7 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
-        return _iso(utc(value))
+        return utc_iso(utc(value))
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -308,10 +306,6 @@ def _decimal(value: Any) -> Decimal:
     if value is None:
         return Decimal(0)
     return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
 
 
 def _parse_watermark(watermark: str | None) -> datetime | None:
