@@ -155,13 +155,14 @@ def bench_mapping(seconds: float) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int, timeout_s: float = 20) -> None:
+def wait_port(port: int, what: str = "the sample ERP", timeout_s: float = 30) -> None:
+    """Until something listens on 127.0.0.1:`port`; the bench's servers start in other processes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -169,7 +170,7 @@ def _wait_port(port: int, timeout_s: float = 20) -> None:
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"sample ERP did not start on port {port}")
+    raise RuntimeError(f"{what} did not start on port {port}")
 
 
 E2E_CONFIG = """\
@@ -245,7 +246,7 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
     from middleware.config import load_config
     from middleware.worker import Worker
 
-    port = _free_port()
+    port = free_port()
     erp = subprocess.Popen(
         [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
         cwd=REPO,
@@ -255,7 +256,7 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
     workers: list[subprocess.Popen[bytes]] = []
     label = "embedded_e2e" if processes == 0 else f"embedded_e2e_{processes}proc"
     try:
-        _wait_port(port)
+        wait_port(port)
         with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
             config_path = Path(tmp) / "isthmus.yaml"
             config_path.write_text(
@@ -368,7 +369,7 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
     from adapters.rest import RestAdapter, RestSystemConfig
     from middleware.adapter import WriteRequest
 
-    port = _free_port()
+    port = free_port()
     erp = subprocess.Popen(
         [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
         cwd=REPO,
@@ -376,7 +377,7 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port)
+        wait_port(port)
         url = f"http://127.0.0.1:{port}"
         account = {
             "write": {

@@ -64,6 +64,8 @@ import pika.exceptions
 import pika.spec
 import yaml
 
+from middleware.bench import free_port, wait_port
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 AMQP_URL_ENV = "ISTHMUS_BENCH_AMQP_URL"
@@ -72,23 +74,6 @@ ROUTE_PREFIX = "bench_rmq"
 
 def _step(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start on port {port}")
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -281,7 +266,7 @@ class LoopbackTarget:
     """The HTTP target in its own process; `landed()` and `landing_times()` ask it over HTTP."""
 
     def __init__(self, record_times: bool = False) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.record_times = record_times
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -294,7 +279,7 @@ class LoopbackTarget:
         if self.record_times:
             command.append("--record-times")
         self._process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-        _wait_port(self.port, "the loopback HTTP target")
+        wait_port(self.port, "the loopback HTTP target")
         return self
 
     def _get(self, path: str) -> Any:

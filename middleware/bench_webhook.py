@@ -28,14 +28,14 @@ from typing import Any
 from middleware.bench_rabbitmq import (
     CpuMeter,
     LoopbackTarget,
-    _free_port,
     _step,
-    _wait_port,
     bench_run,
     customer_payload,
+    free_port,
     running_workers,
     shards_for,
     wait_landed,
+    wait_port,
 )
 
 WEBHOOK_PATH = "/webhooks/crm/customers"
@@ -118,7 +118,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
     """Events/s from the first POST to the last write landed (accepted and delivered)."""
     tag = f"W{uuid.uuid4().hex[:6]}"
     secret = uuid.uuid4().hex
-    port = _free_port()
+    port = free_port()
     requests = signed_requests(events, tag, port, secret)
     with (
         LoopbackTarget() as target,
@@ -134,7 +134,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
             receiver = run.start_worker("--no-routes")
             try:
                 try:
-                    _wait_port(port, "the webhook receiver")
+                    wait_port(port, "the webhook receiver")
                 except RuntimeError as exc:
                     raise RuntimeError(f"{exc}: {run.worker_log(receiver)}") from None
                 pids = {f"consumer{n}": proc.pid for n, proc in enumerate(workers)}

@@ -57,7 +57,7 @@ def _save_erp_records(erp: Any, path: Path) -> None:
     path.write_text(json.dumps(records, indent=2, default=str), encoding="utf-8")
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path relative to the working directory when it is below it (shorter to copy)."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -65,7 +65,8 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _percentile(values: list[float], pct: float) -> float:
+def percentile(values: list[float], pct: float) -> float:
+    """The `pct` percentile by nearest rank; 0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -107,7 +108,7 @@ def run_demo(
     log_file = log_path.open("a", encoding="utf-8")
     worker = Worker(config, log_stream=log_file)
     worker.start()
-    print(f"worker log (JSON lines, one correlation id per message): {_shown(log_path)}", file=out)
+    print(f"worker log (JSON lines, one correlation id per message): {shown_path(log_path)}", file=out)
     if worker.health:
         print(f"metrics on http://127.0.0.1:{worker.health.port}/metrics", file=out)
     started = time.monotonic()
@@ -154,7 +155,7 @@ def run_demo(
     for name, stats in worker.stats.items():
         print(
             f"{name:<26}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"
-            f"{_percentile(stats.lags, 50):>9.2f}s{_percentile(stats.lags, 99):>9.2f}s",
+            f"{percentile(stats.lags, 50):>9.2f}s{percentile(stats.lags, 99):>9.2f}s",
             file=out,
         )
     print(
@@ -175,6 +176,6 @@ def run_demo(
         broker.close()
     status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
     print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
-    print(f"inspect: .venv/bin/isthmus dlq list --config {_shown(DEMO_CONFIG)}", file=out)
-    print(f"         the sample ERP's accounts and orders: {_shown(DEMO_STATE / 'erp_records.json')}", file=out)
+    print(f"inspect: .venv/bin/isthmus dlq list --config {shown_path(DEMO_CONFIG)}", file=out)
+    print(f"         the sample ERP's accounts and orders: {shown_path(DEMO_STATE / 'erp_records.json')}", file=out)
     return 0 if complete else 1

@@ -20,24 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from middleware.demo import percentile, shown_path
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "deploy" / "demo" / "tryton.yaml"
 DEMO_STATE = REPO / ".isthmus" / "demo-tryton"
 CRM_TOKEN = "demo-crm-token"
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
 def run_tryton_demo(
@@ -105,7 +93,7 @@ def run_tryton_demo(
     worker = Worker(config, log_stream=log_file)
     worker.start()
     probe = TrytonAdapter("demo-probe", tryton.system_settings())
-    print(f"worker log (JSON lines): {_shown(log_path)}", file=out)
+    print(f"worker log (JSON lines): {shown_path(log_path)}", file=out)
     started = time.monotonic()
     complete = posted = False
     expected = len(won)
@@ -168,7 +156,7 @@ def run_tryton_demo(
     for name, stats in worker.stats.items():
         print(
             f"{name:<32}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"
-            f"{_percentile(stats.lags, 50):>9.2f}s",
+            f"{percentile(stats.lags, 50):>9.2f}s",
             file=out,
         )
     broker = open_broker(config.model.broker, base_dir=config.base_dir)
@@ -182,8 +170,8 @@ def run_tryton_demo(
         broker.close()
     status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
     print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
-    print(f"inspect: .venv/bin/isthmus dlq list --config {_shown(DEMO_CONFIG)}", file=out)
-    print(f"         Tryton's log: {_shown(tryton.log_path)}", file=out)
+    print(f"inspect: .venv/bin/isthmus dlq list --config {shown_path(DEMO_CONFIG)}", file=out)
+    print(f"         Tryton's log: {shown_path(tryton.log_path)}", file=out)
     return 0 if complete else 1
 
 
