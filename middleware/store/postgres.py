@@ -25,6 +25,7 @@ from middleware.redact import redact_url as redact
 from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
 from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
 from middleware.store.flowsql import flow_run_filter as _flow_run_filter
+from middleware.store.flowsql import save_flow_run_statement
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
@@ -315,28 +316,8 @@ class PostgresStore:
         now = time.time()
 
         def work(conn: psycopg.Connection) -> bool:
-            if run.revision == 0:
-                cursor = conn.execute(
-                    "INSERT INTO flow_runs (flow, key, run_id, status, position, waiting_for, state, revision, "
-                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) ON CONFLICT (flow, key) DO NOTHING",
-                    (run.flow, run.key, run.run_id, run.status, run.position, run.waiting_for, run.state, now),
-                )
-            else:
-                cursor = conn.execute(
-                    "UPDATE flow_runs SET run_id = %s, status = %s, position = %s, waiting_for = %s, state = %s, "
-                    "revision = revision + 1, updated_at = %s WHERE flow = %s AND key = %s AND revision = %s",
-                    (
-                        run.run_id,
-                        run.status,
-                        run.position,
-                        run.waiting_for,
-                        run.state,
-                        now,
-                        run.flow,
-                        run.key,
-                        run.revision,
-                    ),
-                )
+            sql, params = save_flow_run_statement(run, now, "%s")
+            cursor = conn.execute(sql, params)
             return cursor.rowcount == 1
 
         saved = self._run(work)

@@ -24,6 +24,7 @@ from typing import Any
 from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
 from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
 from middleware.store.flowsql import flow_run_filter as _flow_run_filter
+from middleware.store.flowsql import save_flow_run_statement
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
@@ -266,28 +267,8 @@ class SqliteStore:
     def save_flow_run(self, run: FlowRunRecord) -> bool:
         now = time.time()
         with self._write() as conn:
-            if run.revision == 0:
-                cursor = conn.execute(
-                    "INSERT INTO flow_runs (flow, key, run_id, status, position, waiting_for, state, revision, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (flow, key) DO NOTHING",
-                    (run.flow, run.key, run.run_id, run.status, run.position, run.waiting_for, run.state, now),
-                )
-            else:
-                cursor = conn.execute(
-                    "UPDATE flow_runs SET run_id = ?, status = ?, position = ?, waiting_for = ?, state = ?, "
-                    "revision = revision + 1, updated_at = ? WHERE flow = ? AND key = ? AND revision = ?",
-                    (
-                        run.run_id,
-                        run.status,
-                        run.position,
-                        run.waiting_for,
-                        run.state,
-                        now,
-                        run.flow,
-                        run.key,
-                        run.revision,
-                    ),
-                )
+            sql, params = save_flow_run_statement(run, now, "?")
+            cursor = conn.execute(sql, params)
             saved = cursor.rowcount == 1
         if saved:
             run.revision += 1
