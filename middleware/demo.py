@@ -73,6 +73,36 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
+def print_route_table(stats: dict[str, Any], out: Any) -> None:
+    """Per route: applied, skipped, retried, dead-lettered and the intake-to-effect lag."""
+    width = max([26, *(len(name) + 2 for name in stats)])
+    header = f"{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}{'lag p99':>10}"
+    print(f"\n{'route':<{width}}{header}", file=out)
+    for name, route in stats.items():
+        print(
+            f"{name:<{width}}{route.applied:>9}{route.skipped:>9}{route.retried:>9}{route.dead_lettered:>6}"
+            f"{percentile(route.lags, 50):>9.2f}s{percentile(route.lags, 99):>9.2f}s",
+            file=out,
+        )
+
+
+def print_dead_letters(config: Any, out: Any) -> dict[str, int]:
+    """List every route's dead letters with their reasons; returns the DLQ sizes."""
+    from middleware.broker import open_broker
+    from middleware.broker.base import dlq_name
+    from middleware.dlq import list_dead_letters
+
+    broker = open_broker(config.model.broker, base_dir=config.base_dir)
+    try:
+        letters = list_dead_letters(broker, [r.name for r in config.model.routes])
+        print(f"\ndead-letter queues ({len(letters)}):", file=out)
+        for letter in letters:
+            print(f"  {letter.route}: {letter.record} {letter.error_class}: {letter.error[:120]}", file=out)
+        return {r.name: broker.depth(dlq_name(r.name)) for r in config.model.routes}
+    finally:
+        broker.close()
+
+
 def run_demo(
     customers: int = 60,
     orders_per_customer: int = 2,
@@ -82,9 +112,7 @@ def run_demo(
 ) -> int:
     from deploy.demo.sample_crm import SampleCrm
     from deploy.demo.sample_erp import SampleErp
-    from middleware.broker.base import dlq_name
     from middleware.config import load_config
-    from middleware.dlq import list_dead_letters
     from middleware.worker import Worker
 
     out = out or sys.stdout
@@ -149,31 +177,13 @@ def run_demo(
         log_file.close()
 
     elapsed = time.monotonic() - started
-    print(
-        f"\n{'route':<26}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}{'lag p99':>10}", file=out
-    )
-    for name, stats in worker.stats.items():
-        print(
-            f"{name:<26}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"
-            f"{percentile(stats.lags, 50):>9.2f}s{percentile(stats.lags, 99):>9.2f}s",
-            file=out,
-        )
+    print_route_table(worker.stats, out)
     print(
         f"\nERP now holds {erp_final['accounts']} accounts and {erp_final['orders']} sales orders "
         f"{erp_final['statuses']}; repeated writes ignored by idempotency key: {erp_final['duplicates']}",
         file=out,
     )
-    from middleware.broker import open_broker
-
-    broker = open_broker(config.model.broker, base_dir=config.base_dir)
-    try:
-        letters = list_dead_letters(broker, [r.name for r in config.model.routes])
-        print(f"\ndead-letter queues ({len(letters)}):", file=out)
-        for letter in letters:
-            print(f"  {letter.route}: {letter.record} {letter.error_class}: {letter.error[:120]}", file=out)
-        sizes = {r.name: broker.depth(dlq_name(r.name)) for r in config.model.routes}
-    finally:
-        broker.close()
+    sizes = print_dead_letters(config, out)
     status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
     print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
     print(f"inspect: .venv/bin/isthmus dlq list --config {shown_path(DEMO_CONFIG)}", file=out)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from middleware.demo import percentile, shown_path
+from middleware.demo import print_dead_letters, print_route_table, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "deploy" / "demo" / "tryton.yaml"
@@ -39,10 +39,7 @@ def run_tryton_demo(
     from adapters.tryton import TrytonAdapter
     from adapters.tryton.localserver import LocalTryton, TrytonUnavailable, trytond_available
     from deploy.demo.sample_crm import SampleCrm
-    from middleware.broker import open_broker
-    from middleware.broker.base import dlq_name
     from middleware.config import load_config
-    from middleware.dlq import list_dead_letters
     from middleware.errors import IsthmusError
     from middleware.worker import Worker
 
@@ -152,22 +149,8 @@ def run_tryton_demo(
         log_file.close()
 
     elapsed = time.monotonic() - started
-    print(f"\n{'route':<32}{'applied':>9}{'skipped':>9}{'retried':>9}{'dead':>6}{'lag p50':>10}", file=out)
-    for name, stats in worker.stats.items():
-        print(
-            f"{name:<32}{stats.applied:>9}{stats.skipped:>9}{stats.retried:>9}{stats.dead_lettered:>6}"
-            f"{percentile(stats.lags, 50):>9.2f}s",
-            file=out,
-        )
-    broker = open_broker(config.model.broker, base_dir=config.base_dir)
-    try:
-        letters = list_dead_letters(broker, [r.name for r in config.model.routes])
-        print(f"\ndead-letter queues ({len(letters)}):", file=out)
-        for letter in letters:
-            print(f"  {letter.route}: {letter.record} {letter.error_class}: {letter.error[:120]}", file=out)
-        sizes = {r.name: broker.depth(dlq_name(r.name)) for r in config.model.routes}
-    finally:
-        broker.close()
+    print_route_table(worker.stats, out)
+    sizes = print_dead_letters(config, out)
     status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
     print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
     print(f"inspect: .venv/bin/isthmus dlq list --config {shown_path(DEMO_CONFIG)}", file=out)
