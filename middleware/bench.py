@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,18 @@ def bench_mapping(seconds: float) -> dict[str, float]:
         "mapping_engine_vs_handwritten": round(engine / hand, 2),
         "mapping_validated_records_per_s": round(validated),
     }
+
+
+def publish_in_background(broker: Any, messages: Sequence[Any], batch: int = 100) -> threading.Thread:
+    """Publish `messages` in batches from a thread, so the caller can time how they are consumed."""
+
+    def publish() -> None:
+        for i in range(0, len(messages), batch):
+            broker.publish(messages[i : i + batch])
+
+    thread = threading.Thread(target=publish, name="bench-publisher")
+    thread.start()
+    return thread
 
 
 def free_port() -> int:
@@ -293,12 +306,7 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
             publisher = open_broker(config.model.broker, base_dir=config.base_dir)
             started = time.perf_counter()
 
-            def publish() -> None:
-                for i in range(0, len(messages), 100):
-                    publisher.publish(messages[i : i + 100])
-
-            thread = threading.Thread(target=publish)
-            thread.start()
+            thread = publish_in_background(publisher, messages)
             deadline = time.monotonic() + 600
             done = 0
             while done < events and time.monotonic() < deadline:

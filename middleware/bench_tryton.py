@@ -20,11 +20,12 @@ import base64
 import json
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from middleware.bench import publish_in_background
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 200
@@ -156,12 +157,7 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
         stats = worker.stats["bench_tryton_customers"]
         started = time.perf_counter()
 
-        def publish() -> None:
-            for i in range(0, len(messages), 100):
-                publisher.publish(messages[i : i + 100])
-
-        thread = threading.Thread(target=publish)
-        thread.start()
+        thread = publish_in_background(publisher, messages)
         deadline = time.monotonic() + 600
         while stats.applied + stats.dead_lettered < count and time.monotonic() < deadline:
             time.sleep(0.02)
