@@ -31,7 +31,7 @@ from adapters.rest.config import LoginAuth, OAuth2ClientCredentialsAuth, RestSys
 from adapters.rest.payload import dig
 from adapters.rest.transport import Scrubber, classify_exception, classify_status, parse_retry_after, response_text
 from middleware.errors import PermanentError, TransientError
-from middleware.logmask import register_secret
+from middleware.observability.logmask import register_secret
 
 log = structlog.get_logger("isthmus.adapters.rest")
 

@@ -22,24 +22,35 @@ to the sources and routes that need them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import requests
 
-from adapters.rest.auth import AuthenticationFailed
+from adapters.rest.auth import AuthenticationFailed, Credentials
+from adapters.rest.budget import RequestBudget
 from adapters.rest.config import (
     LinkPagination,
     OffsetPagination,
     PagePagination,
     ReadSpec,
+    RestSystemConfig,
     WriteSpec,
 )
 from adapters.rest.payload import dig
+from adapters.rest.transport import Scrubber
 from middleware.adapter import CheckResult
 from middleware.errors import DeliveryError
 
-if TYPE_CHECKING:
-    from adapters.rest.adapter import RestAdapter
+
+class CheckedSystem(Protocol):
+    """What a check needs of a REST adapter: its settings and the connection it reads with."""
+
+    name: str
+    config: RestSystemConfig
+    session: requests.Session
+    scrubber: Scrubber
+    budget: RequestBudget | None
+    credentials: Credentials
 
 REFUSED = frozenset({401, 403})
 MISSING = frozenset({404, 405})
@@ -48,7 +59,7 @@ MISSING = frozenset({404, 405})
 class _Probe:
     """Sends the check's requests with the adapter's session, credentials and budget."""
 
-    def __init__(self, adapter: RestAdapter) -> None:
+    def __init__(self, adapter: CheckedSystem) -> None:
         self.adapter = adapter
 
     def send(self, method: str, path: str, params: dict[str, str] | None = None) -> requests.Response:
@@ -78,7 +89,7 @@ class _Probe:
             return response
 
 
-def check_system(adapter: RestAdapter) -> CheckResult:
+def check_system(adapter: CheckedSystem) -> CheckResult:
     config = adapter.config
     name = adapter.name
     scrub = adapter.scrubber
@@ -134,7 +145,7 @@ def check_system(adapter: RestAdapter) -> CheckResult:
     return CheckResult(name, True, authenticated, detail=scrub.excerpt("; ".join(notes), 1000), extra=extra)
 
 
-def _version(probe: _Probe, health: requests.Response, adapter: RestAdapter) -> tuple[str | None, str]:
+def _version(probe: _Probe, health: requests.Response, adapter: CheckedSystem) -> tuple[str | None, str]:
     settings = adapter.config.version
     assert settings is not None
     response = health
@@ -177,7 +188,7 @@ def _read_params(spec: ReadSpec) -> dict[str, str]:
     return params
 
 
-def _read_permission(probe: _Probe, entity: str, spec: ReadSpec, adapter: RestAdapter) -> dict[str, Any]:
+def _read_permission(probe: _Probe, entity: str, spec: ReadSpec, adapter: CheckedSystem) -> dict[str, Any]:
     entry: dict[str, Any] = {"entity": entity, "access": "read", "method": "GET", "path": spec.path, "status": None}
     try:
         response = probe.send("GET", spec.path, _read_params(spec))
@@ -199,7 +210,7 @@ def _write_methods(spec: WriteSpec) -> set[str]:
     return {spec.create.method, spec.update.method}
 
 
-def _write_permission(probe: _Probe, entity: str, spec: WriteSpec, adapter: RestAdapter) -> dict[str, Any]:
+def _write_permission(probe: _Probe, entity: str, spec: WriteSpec, adapter: CheckedSystem) -> dict[str, Any]:
     methods = sorted(_write_methods(spec))
     entry: dict[str, Any] = {"entity": entity, "access": "write", "method": "/".join(methods), "status": None}
     if spec.check is None:

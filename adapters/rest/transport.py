@@ -35,8 +35,8 @@ from adapters.rest.config import (
 )
 from adapters.shared.scrubber import ERROR_EXCERPT_CHARS as ERROR_EXCERPT_CHARS
 from adapters.shared.scrubber import Scrubber as Scrubber
-from middleware.logmask import register_secret
 from middleware.observability import observe_adapter_call, prepare_adapter_metrics
+from middleware.observability.logmask import register_secret
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 Outcome = Literal["ok", "transient", "permanent"]

@@ -36,8 +36,8 @@ from adapters.soap.hardening import (
     read_limited,
     refuse_doctype,
 )
-from middleware.logmask import register_secret
 from middleware.observability import prepare_adapter_metrics
+from middleware.observability.logmask import register_secret
 from middleware.redact import mask_url_credentials
 
 ERROR_BODY_CHARS = 2000

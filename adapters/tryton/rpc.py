@@ -34,8 +34,8 @@ import structlog
 from requests.adapters import HTTPAdapter
 
 from middleware.errors import PermanentError, TransientError
-from middleware.logmask import register_secret
 from middleware.observability import observe_adapter_call, prepare_adapter_metrics
+from middleware.observability.logmask import register_secret
 
 log = structlog.get_logger("isthmus.adapters.tryton")
 

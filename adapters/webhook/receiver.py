@@ -47,9 +47,9 @@ from adapters.webhook.dedup import Claim, DedupSettings, EventLedger, event_ids,
 from adapters.webhook.signatures import SignatureSettings, verify
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.errors import ConfigError
-from middleware.logmask import register_secret
 from middleware.message import MESSAGE_TYPE_PATTERN, Envelope, Source, utc_now
 from middleware.observability import MESSAGES_PUBLISHED, WEBHOOK_REQUESTS
+from middleware.observability.logmask import register_secret
 from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.webhook")

@@ -117,7 +117,10 @@ def load_flows(paths: list[Path] | list[str], mappings: MappingSet, systems: Sys
 
 
 def check_flow_config(loaded: LoadedConfig, doc: YamlDocument, mappings: MappingSet) -> list[Problem]:
-    """Problems of the config's flows and of the routes that target them (called by load_config)."""
+    """Problems of the config's flows and of the routes that target them (a feature check that
+    `load_config` runs, registered in the entry-point group `isthmus.config_checks`)."""
+    if not loaded.model.flows and not any(route.to.flow for route in loaded.model.routes):
+        return []
     flows, problems = load_flows(loaded.flow_paths, mappings, loaded.systems)
     if problems:
         return problems

@@ -124,7 +124,7 @@ class FlowWiring:
     def mapper(self, route: RouteConfig) -> tuple[MapFunction, str]:
         """The route's mapping chain, or the payload as it is when it names none."""
         if route.mappings:
-            from middleware.mapping_runtime import build_route_mapper
+            from middleware.runtime.chains import build_route_mapper
 
             return build_route_mapper(self.config, route.mappings, self.services.store)
         return _as_is, "as-is"

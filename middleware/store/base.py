@@ -47,7 +47,7 @@ class FlowRunRecord:
 class EchoStamp:
     """What a route last wrote to one record, so the change it causes is known when read back.
 
-    `content_hash` is `middleware.echo.content_hash` of the canonical values of `fields`
+    `content_hash` is `middleware.sync.echo.content_hash` of the canonical values of `fields`
     (the synced fields the writes changed); `written_at` is Unix time taken just before the
     write; `origin` is the route that wrote."""
 
@@ -125,7 +125,7 @@ class Store(Protocol):
         A two-way route adds its `sync` bookkeeping (echo stamps, pair states, conflicts,
         released pair locks) to that same transaction."""
 
-    # ----- two-way sync (middleware/twoway.py) ------------------------------------------------
+    # ----- two-way sync (middleware/sync/twoway.py) ------------------------------------------------
     def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:
         """The stamps of these records, where a route wrote one; others are left out."""
 

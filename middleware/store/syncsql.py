@@ -1,6 +1,6 @@
 """Two-way sync bookkeeping in SQL, shared by the SQLite and PostgreSQL stores.
 
-Four tables (see `middleware.twoway` for what they mean to a route):
+Four tables (see `middleware.sync.twoway` for what they mean to a route):
 
 * `echo_stamps` — per record Isthmus wrote: the content hash of what it wrote, the fields, the
   route that wrote it and when, so the change it causes is recognised when it is read back;

@@ -21,7 +21,7 @@ from middleware.broker import open_broker
 from middleware.config import SourceConfig
 from middleware.errors import PermanentError, TransientError
 from middleware.message import Envelope
-from middleware.poller import SourcePoller
+from middleware.runtime.poller import SourcePoller
 from middleware.store import open_store
 
 START = datetime(2026, 3, 1, tzinfo=UTC)

@@ -13,8 +13,8 @@ import pytest
 from middleware.broker import rabbitmq_topology as topo
 from middleware.broker.base import OutgoingMessage, QueueOptions, dlq_name
 from middleware.broker.rabbitmq import BackpressureError, RabbitMqBroker
-from middleware.dlq import replay
 from middleware.errors import TransientError
+from middleware.ops.dlq import replay
 from tests.broker.rabbit_kit import collect, with_exchange
 
 pytestmark = pytest.mark.rabbitmq

@@ -283,7 +283,7 @@ class Publisher(threading.Thread):
 
 def isthmus_command() -> list[str]:
     script = Path(sys.executable).with_name("isthmus")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "middleware.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "middleware.cli.main"]
 
 
 class WorkerPool:
@@ -578,7 +578,7 @@ def verify(
     bad_ids = set(plan.bad)
     missing = bad_ids - set(dlq_ids)
     wrong = set(dlq_ids) - bad_ids
-    # A DLQ is at-least-once (middleware/dlq.py): a worker that dies or loses its connection
+    # A DLQ is at-least-once (middleware/ops/dlq.py): a worker that dies or loses its connection
     # between publishing a dead letter and acking the original dead-letters it again, under
     # the same message id. Operators see, and replay, one dead letter per id; so does this count.
     copies = sum(c - 1 for c in dlq_ids.values())

@@ -23,11 +23,11 @@ TRACEBACK = "Traceback (most recent call last)"
 
 
 def isthmus_command() -> list[str]:
-    """The console script next to this interpreter (the venv's), else `python -m middleware.cli`."""
+    """The console script next to this interpreter (the venv's), else `python -m middleware.cli.main`."""
     script = Path(sys.executable).with_name("isthmus")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "middleware.cli"]
+    return [sys.executable, "-m", "middleware.cli.main"]
 
 
 @dataclass
@@ -81,10 +81,10 @@ def locate(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
 
 
 def run_in_process(capsys: Any, *args: str | Path) -> Run:
-    """`middleware.cli.main(args)` in this process, output captured: for commands whose effect
+    """`middleware.cli.main.main(args)` in this process, output captured: for commands whose effect
     the test inspects right after (broker state), at a fraction of a subprocess's start-up cost.
     An uncaught exception propagates and fails the test, as a traceback would for a user."""
-    from middleware.cli import main
+    from middleware.cli.main import main
 
     text_args = tuple(str(a) for a in args)
     capsys.readouterr()

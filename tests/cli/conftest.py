@@ -21,7 +21,7 @@ def isthmus(tmp_path_factory: pytest.TempPathFactory) -> RunIsthmus:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> RunIsthmus:
-    """`cli(*args)` → Run of `middleware.cli.main(args)` in this process (see run_in_process)."""
+    """`cli(*args)` → Run of `middleware.cli.main.main(args)` in this process (see run_in_process)."""
 
     def run(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> Run:
         assert cwd is None, "in-process runs share the test's working folder"

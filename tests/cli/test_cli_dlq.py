@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from middleware import dlq
 from middleware.broker import Broker, OutgoingMessage, open_broker
 from middleware.broker.base import (
     H_ATTEMPTS,
@@ -30,6 +29,7 @@ from middleware.broker.base import (
     dlq_name,
 )
 from middleware.message import Envelope, Source
+from middleware.ops import dlq
 from middleware.yamlsource import load_yaml_file
 from tests.cli.cli_runner import DEMO_CONFIG, MAPPINGS, RunIsthmus
 

@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from middleware.bench_rabbitmq import (
+from middleware.bench.rabbitmq import (
     LoopbackTarget,
     bench_latency,
     bench_rabbitmq_e2e,
@@ -25,8 +25,8 @@ from middleware.bench_rabbitmq import (
     running_workers,
     shards_for,
 )
-from middleware.bench_webhook import bench_webhook_ingest
-from middleware.cli import build_parser
+from middleware.bench.webhook import bench_webhook_ingest
+from middleware.cli.main import build_parser
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 

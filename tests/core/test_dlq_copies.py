@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from middleware import dlq
 from middleware.broker import open_broker
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, OutgoingMessage, dlq_name
+from middleware.ops import dlq
 
 
 def test_two_copies_of_a_dead_letter_are_one_to_list_and_to_replay(tmp_path: Path) -> None:

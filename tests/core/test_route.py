@@ -28,7 +28,7 @@ from middleware.broker.base import (
 from middleware.config import RetryPolicy, RouteConfig, TargetSpec
 from middleware.errors import MappingError, TransientError, XrefMissingError
 from middleware.message import Envelope, Source
-from middleware.route import RouteProcessor, topic_matches
+from middleware.runtime.route import RouteProcessor, topic_matches
 from middleware.store import open_store
 from middleware.store.base import RecordRef, Store
 

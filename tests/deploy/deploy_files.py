@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from middleware.envrefs import ENV_REF
+from middleware.config.envrefs import ENV_REF
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from middleware.cli import build_parser
+from middleware.cli.main import build_parser
 from middleware.config import ObservabilityConfig, load_config
 from middleware.observability import HealthServer
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from tests.deploy.deploy_files import (
     COMPOSE_DIR,
     COMPOSE_FILE,

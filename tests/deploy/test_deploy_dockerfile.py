@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from middleware.cli import build_parser
+from middleware.cli.main import build_parser
 from middleware.config import ObservabilityConfig
 from middleware.observability import HealthServer
 from tests.deploy.deploy_files import DOCKERIGNORE, REPO, dockerfile_instructions, k8s_resource
@@ -161,7 +161,7 @@ def test_copied_files_build_a_wheel_with_the_console_script_and_adapters(tmp_pat
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"middleware/cli.py", "middleware/worker.py", "adapters/rest/__init__.py"} <= names
+    assert {"middleware/cli/main.py", "middleware/runtime/worker.py", "adapters/rest/__init__.py"} <= names
     assert {"deploy/demo/sample_crm.py", "deploy/demo/sample_erp.py"} <= names, "compose runs the samples"
-    assert "isthmus = middleware.cli:main" in entry_points
+    assert "isthmus = middleware.cli.main:main" in entry_points
     assert "rest = adapters.rest:RestAdapter" in entry_points

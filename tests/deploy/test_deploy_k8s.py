@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from middleware.broker.rabbitmq_topology import shard_queues
-from middleware.cli import build_parser
+from middleware.cli.main import build_parser
 from middleware.config import load_config
 from middleware.observability import HealthServer
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from tests.deploy.deploy_files import (
     K8S_DIR,
     MAPPINGS_DIR,

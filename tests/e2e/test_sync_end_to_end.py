@@ -18,10 +18,10 @@ import pytest
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, OutgoingMessage, dlq_name
-from middleware.cli import main as isthmus
+from middleware.cli.main import main as isthmus
 from middleware.config import load_config
 from middleware.message import Envelope, Source
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from tests.e2e.harness import delete_rabbit_queues, expected_targets, wait_until, write_config
 
 ROUTES = ["customers_crm_to_erp", "orders_crm_to_erp", "order_status_erp_to_crm"]

@@ -33,7 +33,7 @@ def _start_worker(config: Path, crm: SampleCrm, erp: SampleErp, log: Path) -> su
     env = dict(os.environ, DEMO_CRM_URL=crm.url, DEMO_ERP_URL=erp.url, DEMO_CRM_TOKEN="demo-crm-token")
     with log.open("ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "middleware.cli", "worker", "--config", str(config)],
+            [sys.executable, "-m", "middleware.cli.main", "worker", "--config", str(config)],
             cwd=REPO,
             env=env,
             stdout=sink,

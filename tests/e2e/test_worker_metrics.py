@@ -20,7 +20,7 @@ from deploy.demo.sample_erp import SampleErp
 from middleware.broker.base import OutgoingMessage
 from middleware.config import load_config
 from middleware.message import Envelope, Source
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from tests.e2e.harness import wait_until, write_config
 
 ROUTE = "customers_crm_to_erp"

@@ -26,8 +26,8 @@ from adapters.tryton import TrytonAdapter
 from adapters.tryton.localserver import LocalTryton
 from deploy.demo.sample_crm import SampleCrm
 from middleware.config import load_config
+from middleware.runtime.worker import Worker
 from middleware.store import open_store
-from middleware.worker import Worker
 from middleware.yamlsource import load_yaml_file
 from tests.flows.conftest import wait_until
 
@@ -171,7 +171,7 @@ def pay_invoice(rpc: Any, invoice: int) -> None:
 
 def flows_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "middleware.cli", "flows", *args, "--config", str(config)],
+        [sys.executable, "-m", "middleware.cli.main", "flows", *args, "--config", str(config)],
         cwd=REPO,
         env=dict(os.environ),
         capture_output=True,

@@ -21,8 +21,8 @@ from middleware.flows import compile_flow
 from middleware.flows.steps import plugin_kinds
 from middleware.mapping import compile_mapping_text, load_mappings
 from middleware.mapping.transforms import load_plugin_transforms
+from middleware.runtime.worker import Worker
 from middleware.store import open_store
-from middleware.worker import Worker
 from middleware.yamlsource import load_yaml_file, load_yaml_text
 from tests.flows.conftest import wait_until
 

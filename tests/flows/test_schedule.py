@@ -24,8 +24,8 @@ from middleware.broker.base import Broker
 from middleware.config import SourceConfig, load_config
 from middleware.errors import ConfigError
 from middleware.message import Envelope
-from middleware.poller import SourcePoller
-from middleware.schedule import ZonedSchedule
+from middleware.runtime.poller import SourcePoller
+from middleware.schedule.zoned import ZonedSchedule
 from middleware.store import open_store
 from middleware.store.base import Store
 from middleware.yamlsource import load_yaml_file
@@ -244,7 +244,7 @@ def test_a_failed_batch_keeps_its_slot_due(crm: SampleCrm, files: dict[str, Any]
 def test_a_worker_runs_a_scheduled_source_at_its_slot_once_across_a_restart(
     crm: SampleCrm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
     from tests.flows.conftest import wait_until
 
     demo = load_yaml_file(REPO / "deploy" / "demo" / "isthmus.yaml").data
@@ -277,7 +277,7 @@ def test_a_worker_runs_a_scheduled_source_at_its_slot_once_across_a_restart(
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     monkeypatch.setenv("DEMO_CRM_URL", crm.url)
     clock = Clock(utc(2026, 1, 16, 0, 59, 59))  # 01:59:59 in Berlin
-    monkeypatch.setattr("middleware.poller.utc_now", clock)
+    monkeypatch.setattr("middleware.runtime.poller.utc_now", clock)
 
     def run_worker(then: datetime | None = None) -> tuple[int, datetime]:
         """Start a worker, optionally move the clock once the schedule is armed, stop it; (queued, next slot)."""

@@ -131,7 +131,7 @@ def test_generated_order_mapping_agrees_with_the_field_by_field_path_on_random_r
     return what the per-field closures return."""
     import random
 
-    from middleware.bench import ORDER_MAPPING, sample_order
+    from middleware.bench.suite import ORDER_MAPPING, sample_order
     from middleware.mapping import compiler
 
     mapping = compile_mapping_text(ORDER_MAPPING)

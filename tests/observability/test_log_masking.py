@@ -17,9 +17,9 @@ import structlog
 
 from deploy.demo.sample_crm import SampleCrm
 from middleware.config import load_config
-from middleware.logmask import MASK, LogMasker, register_secret
 from middleware.observability import configure_logging
-from middleware.worker import Worker
+from middleware.observability.logmask import MASK, LogMasker, register_secret
+from middleware.runtime.worker import Worker
 from tests.adapters.http_stub import Answer, Seen, StubServer
 from tests.e2e.harness import wait_until
 from tests.observability.conftest import CRM_TOKEN, WEBHOOK_SECRET

@@ -24,7 +24,7 @@ from middleware.broker import open_broker
 from middleware.broker.base import OutgoingMessage
 from middleware.config import SourceConfig
 from middleware.observability import WATERMARK_AGE
-from middleware.poller import SourcePoller
+from middleware.runtime.poller import SourcePoller
 from middleware.store import open_store
 from tests.e2e.harness import wait_until
 from tests.observability.conftest import CRM_TOKEN, WEBHOOK_SECRET

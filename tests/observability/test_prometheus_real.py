@@ -26,7 +26,7 @@ import requests
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
 from middleware.config import load_config
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from tests.observability.conftest import WEBHOOK_SECRET
 from tests.observability.promserver import (
     ALERT_RULES,
@@ -89,7 +89,7 @@ def worker_subprocess(worker_in_process: Worker, tmp_path: Path) -> Iterator[tup
     port = free_port()
     with (tmp_path / "worker-b.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "middleware.cli", "worker", "--config", str(tmp_path / "isthmus.yaml")]
+            [sys.executable, "-m", "middleware.cli.main", "worker", "--config", str(tmp_path / "isthmus.yaml")]
             + ["--no-sources", "--metrics-port", str(port)],
             cwd=REPO,
             env=dict(os.environ),

@@ -12,11 +12,11 @@ from rich.console import Console
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
-from middleware.cli import main
+from middleware.cli.main import main
 from middleware.config import load_config
 from middleware.errors import ConfigError
-from middleware.status import bucket_quantile, endpoints_from_config, metrics_url, run_status
-from middleware.worker import Worker
+from middleware.ops.status import bucket_quantile, endpoints_from_config, metrics_url, run_status
+from middleware.runtime.worker import Worker
 from tests.e2e.harness import wait_until
 from tests.observability.worker_config import FAILING_ROUTE, HEALTHY_ROUTE, closed_port, write_observed_config
 

@@ -22,8 +22,8 @@ from adapters.tryton import TrytonAdapter
 from adapters.tryton.localserver import LocalTryton
 from deploy.demo.sample_crm import SampleCrm
 from middleware.config import load_config
-from middleware.reconcile import read_all
-from middleware.worker import Worker
+from middleware.reconcile.engine import read_all
+from middleware.runtime.worker import Worker
 from tests.adapters.tryton.conftest import tryton  # noqa: F401 - the session's real Tryton, for this folder
 
 REPO = Path(__file__).resolve().parents[2]

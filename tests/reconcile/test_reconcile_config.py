@@ -12,7 +12,7 @@ from middleware.adapter import SourceRecord
 from middleware.config import Feed, load_config
 from middleware.errors import ConfigError
 from middleware.message import Envelope
-from middleware.reconcile import H_ORIGIN, plans_for, resend_message
+from middleware.reconcile.engine import H_ORIGIN, plans_for, resend_message
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from middleware.cron import ScheduleError, parse_cron, parse_interval, parse_schedule
+from middleware.schedule.cron import ScheduleError, parse_cron, parse_interval, parse_schedule
 
 
 def at(text: str) -> datetime:

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from middleware.config import load_config
-from middleware.reconcile import Connections
-from middleware.reconcile_scheduler import ReconcileScheduler
-from middleware.worker import Worker
+from middleware.reconcile.engine import Connections
+from middleware.reconcile.scheduler import ReconcileScheduler
+from middleware.runtime.worker import Worker
 from tests.cli.cli_runner import Run, run_isthmus
 from tests.reconcile.conftest import CUSTOMERS, NAMELESS, ROUTE, World, wait_for
 

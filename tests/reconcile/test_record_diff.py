@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from middleware.record_diff import FieldDiff, compare, normalise
+from middleware.reconcile.diff import FieldDiff, compare, normalise
 
 PARTY = {
     "name": "Acme GmbH",

@@ -1,6 +1,6 @@
 """The two-way part of the Store contract, on SQLite and a real PostgreSQL.
 
-Two-way routes (middleware/twoway.py) rely on: echo stamps that a batch writes with its
+Two-way routes (middleware/sync/twoway.py) rely on: echo stamps that a batch writes with its
 applied keys and that a later batch reads back, pair states kept as JSON, pair leases that
 only one owner holds at a time (until they expire), and conflicts that can be listed,
 counted and resolved by id.

@@ -21,8 +21,8 @@ from adapters.tryton import TrytonAdapter
 from adapters.tryton.localserver import LocalTryton
 from deploy.demo.sample_crm import SampleCrm
 from middleware.config import load_config
+from middleware.runtime.worker import Worker
 from middleware.store import open_store
-from middleware.worker import Worker
 from middleware.yamlsource import load_yaml_file
 from tests.adapters.tryton.conftest import tag, tryton  # noqa: F401 - fixtures shared with the adapter tests
 
@@ -89,7 +89,7 @@ class TwoWay:
 
         So both systems' changes are read before either is applied: a worker started right after
         edits in both systems could write one change over the other before its poller had read
-        it, and that overwritten change no poll can ever see (see middleware/twoway.py, Limits)."""
+        it, and that overwritten change no poll can ever see (see middleware/sync/twoway.py, Limits)."""
         assert self.worker is None, "stop the worker first"
         reader = Worker(load_config(self.config_path), run_routes=False, serve_health=False).start()
         try:

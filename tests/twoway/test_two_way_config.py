@@ -14,7 +14,7 @@ import yaml
 from middleware.broker import open_broker
 from middleware.config import load_config
 from middleware.errors import ConfigError
-from middleware.route import RouteProcessor
+from middleware.runtime.route import RouteProcessor
 from middleware.store import open_store
 from middleware.yamlsource import load_yaml_file
 

@@ -24,14 +24,15 @@ from middleware.adapter import WriteRequest, WriteResult
 from middleware.broker import open_broker
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.config import RetryPolicy, RouteConfig, TargetSpec
-from middleware.conflicts import ConflictsConfig, TwoWayConfig, resolve
-from middleware.echo import CanonicalFields, content_hash
 from middleware.entities import Customer, Product
 from middleware.mapping import load_mappings
 from middleware.message import Envelope, Source
-from middleware.route import RouteProcessor
+from middleware.ops.conflicts import resolve
+from middleware.runtime.route import RouteProcessor
 from middleware.store import open_store
 from middleware.store.base import RecordRef, Store
+from middleware.sync.config import ConflictsConfig, TwoWayConfig
+from middleware.sync.echo import CanonicalFields, content_hash
 
 MAPPINGS = {
     "a_item_to_canonical.yaml": """

@@ -22,7 +22,7 @@ from soap_settings import PASSWORD
 from deploy.demo.sample_crm import SampleCrm
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, dlq_name
 from middleware.config import load_config
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from middleware.yamlsource import load_yaml_file
 from tests.e2e.harness import REPO, expected_targets, wait_until
 

@@ -20,7 +20,7 @@ from adapters.tryton.localserver import LocalTryton
 from deploy.demo.sample_crm import SampleCrm
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, dlq_name
 from middleware.config import load_config
-from middleware.worker import Worker
+from middleware.runtime.worker import Worker
 from middleware.yamlsource import load_yaml_file
 
 REPO = Path(__file__).resolve().parents[3]

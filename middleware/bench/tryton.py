@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from middleware.bench import publish_in_background
+from middleware.bench.harness import publish_in_background
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BATCH = 200
 
 CONFIG = """\
@@ -121,7 +121,7 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
     from middleware.broker.base import OutgoingMessage
     from middleware.config import load_config
     from middleware.message import Envelope, Source
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
 
     directory = workdir / f"sync-{tag}"
     directory.mkdir()

@@ -13,7 +13,7 @@ one at a time (a lease in the store: `lock_pairs`). What they rely on:
 and, when a manual conflict is open, the id that parks the field.
 
 **Echo suppression.** Every write stamps the target record (`EchoStamp`: content hash of the
-canonical values of the fields written, see `middleware.echo`). When the other route reads
+canonical values of the fields written, see `middleware.sync.echo`). When the other route reads
 that record back, a change whose stamped fields hash the same and whose other fields equal
 what that system already held is our own echo: it is acked without effect
 (`isthmus_messages_skipped_total{reason="echo"}`). The stamp is kept — so every read-back
@@ -31,7 +31,7 @@ change's time (its timeline) is a user change in X. It is a **conflict** when
 * the field is owned by the other system (`{owner: Y}`): a change by the non-owner.
 
 A change to the value already agreed is no conflict. The field's policy decides (see
-`middleware.conflicts`): the winner becomes the agreed value; a parked (manual) field is not
+`middleware.sync.conflicts`): the winner becomes the agreed value; a parked (manual) field is not
 written either way until resolved. Then the route **converges**: every synced field whose
 agreed value the target does not hold is written to the target (only the changed target
 fields: the tail is applied to "what the target holds" and to "what it should hold" and only
@@ -65,12 +65,13 @@ import structlog
 
 from middleware.adapter import WriteRequest, WriteResult
 from middleware.broker.base import Delivery, OutgoingMessage
-from middleware.conflicts import FieldPolicy, TwoWayConfig, iso, new_conflict_id
-from middleware.echo import CanonicalFields, content_hash
 from middleware.errors import ConfigError, MappingError, Problem, TransientError
 from middleware.message import Envelope, Source
 from middleware.observability import CONFLICTS_OPEN, CONFLICTS_TOTAL, MESSAGES_SKIPPED
 from middleware.store.base import ConflictRecord, EchoStamp, RecordRef, Store, SyncWrite
+from middleware.sync.config import FieldPolicy, TwoWayConfig
+from middleware.sync.conflicts import iso, new_conflict_id
+from middleware.sync.echo import CanonicalFields, content_hash
 
 if TYPE_CHECKING:
     from middleware.config import RouteConfig

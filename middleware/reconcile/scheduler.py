@@ -31,10 +31,10 @@ import structlog
 from middleware.adapter import Adapter
 from middleware.broker.base import Broker
 from middleware.config import LoadedConfig
-from middleware.cron import Schedule, parse_schedule
 from middleware.message import utc_now
 from middleware.observability import RECONCILE_DRIFT, RECONCILE_HEALED, RECONCILE_LAST_RUN, RECONCILE_RUNS
-from middleware.reconcile import KINDS, Reconciler, ReconcileReport, plan_route
+from middleware.reconcile.engine import KINDS, Reconciler, ReconcileReport, plan_route
+from middleware.schedule.cron import Schedule, parse_schedule
 from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.reconcile")

@@ -138,7 +138,7 @@ def _xref_missing_hint(exc: XrefMissingError) -> str:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from middleware.mapping import preview
-    from middleware.mapping_runtime import resolve_chain
+    from middleware.runtime.chains import resolve_chain
 
     sample_path = Path(args.sample)
     try:
@@ -173,7 +173,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from middleware.config import load_config
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
 
     config = load_config(args.config)
     if args.metrics_port is not None:  # several processes of one config on one host: one port each
@@ -186,7 +186,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from middleware.status import endpoints_from_config, run_status, summary, take_snapshot
+    from middleware.ops.status import endpoints_from_config, run_status, summary, take_snapshot
 
     urls = args.url or endpoints_from_config(_config_file(args))
     if args.json:
@@ -241,7 +241,7 @@ def _open_for_dlq(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from middleware import dlq
+    from middleware.ops import dlq
 
     broker, routes = _open_for_dlq(args)
     try:
@@ -348,9 +348,10 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
     """Conflicts of two-way routes: list them, or resolve one by publishing the chosen value."""
-    from middleware import conflicts
     from middleware.config import load_config
+    from middleware.ops import conflicts
     from middleware.store import open_store
+    from middleware.sync.conflicts import summary
 
     config = load_config(args.config, check_mappings=False)
     routes = {r.name for r in config.model.routes if r.two_way is not None}
@@ -363,7 +364,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
         if args.conflicts_command == "list":
             found = store.conflicts(route=args.route, status=None if args.all else "open", limit=args.limit)
             if args.json:
-                print(json.dumps([conflicts.summary(c) for c in found], indent=2, ensure_ascii=False))
+                print(json.dumps([summary(c) for c in found], indent=2, ensure_ascii=False))
             else:
                 print(conflicts.render(found))
             return 0
@@ -388,9 +389,9 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Connect to every configured system without moving data; exit 1 if any fails."""
-    from middleware.check import as_json, render, run_checks
     from middleware.config import load_config
     from middleware.observability import configure_logging
+    from middleware.ops.check import as_json, render, run_checks
 
     config = load_config(args.config, check_mappings=False)
     configure_logging("console", "warning", sys.stderr)
@@ -406,7 +407,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     """Compare routes' sources and targets record by record; exit 1 on drift that is left (not healed)."""
     from middleware.config import load_config
     from middleware.observability import configure_logging
-    from middleware.reconcile import Connections, Reconciler, plans_for, render_report
+    from middleware.reconcile.engine import Connections, Reconciler, plans_for, render_report
 
     config = load_config(args.config)
     configure_logging("console", "warning", sys.stderr)
@@ -434,8 +435,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Re-sync one record through its route, showing the field-level diff; exit 1 if it was not applied."""
     from middleware.config import load_config
     from middleware.observability import configure_logging
-    from middleware.reconcile import Connections
-    from middleware.replay_record import render_outcome, replay_record
+    from middleware.reconcile.engine import Connections
+    from middleware.reconcile.replay import render_outcome, replay_record
 
     config = load_config(args.config)
     configure_logging("console", "warning", sys.stderr)
@@ -460,16 +461,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.erp == "tryton":
-        from middleware.demo_tryton import run_tryton_demo
+        from middleware.demo.tryton import run_tryton_demo
 
         return run_tryton_demo(args.customers, args.orders, keep_running=args.keep_running)
-    from middleware.demo import run_demo
+    from middleware.demo.sample import run_demo
 
     return run_demo(customers=args.customers, orders_per_customer=args.orders, keep_running=args.keep_running)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from middleware.bench import run_bench
+    from middleware.bench.run import run_bench
 
     results = run_bench(
         quick=args.quick,

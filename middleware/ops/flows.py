@@ -26,10 +26,9 @@ from middleware.broker.base import Broker, OutgoingMessage
 from middleware.broker.topics import topic_matches
 from middleware.config import LoadedConfig
 from middleware.errors import IsthmusError
+from middleware.flows.steps import EMITTED_SYSTEM
 from middleware.message import Envelope, Source
 from middleware.store.base import FlowRunRecord, Store
-
-from .steps import EMITTED_SYSTEM
 
 
 def approval_type(flow: str) -> str:

@@ -32,8 +32,8 @@ from middleware.adapter import Adapter, Reader, SourceRecord, read_record, store
 from middleware.broker.base import Broker
 from middleware.config import LoadedConfig
 from middleware.errors import ConfigError, Problem
-from middleware.mapping_runtime import build_route_mapper
-from middleware.reconcile import (
+from middleware.reconcile.diff import FieldDiff, compare
+from middleware.reconcile.engine import (
     Drift,
     RoutePlan,
     plans_for_record,
@@ -43,8 +43,8 @@ from middleware.reconcile import (
     text_table,
     wait_applied,
 )
-from middleware.record_diff import FieldDiff, compare
-from middleware.route import RouteProcessor
+from middleware.runtime.chains import build_route_mapper
+from middleware.runtime.route import RouteProcessor
 from middleware.store.base import RecordRef, Store
 
 FAILED_ACTIONS = frozenset({"not-found", "unmappable", "failed", "dead-lettered", "timed-out", "still-differs"})

@@ -25,17 +25,15 @@ import time
 import uuid
 from typing import Any
 
-from middleware.bench_rabbitmq import (
+from middleware.bench.harness import free_port, step, wait_port
+from middleware.bench.rabbitmq import (
     CpuMeter,
     LoopbackTarget,
-    _step,
     bench_run,
     customer_payload,
-    free_port,
     running_workers,
     shards_for,
     wait_landed,
-    wait_port,
 )
 
 WEBHOOK_PATH = "/webhooks/crm/customers"
@@ -154,7 +152,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
                     receiver.wait(10)
         elapsed = (state["last_landed_at"] or time.monotonic()) - started
         if state["landed"] < events:
-            _step(f"   webhook ingest: only {state['landed']} of {events} events landed; statuses {statuses}")
+            step(f"   webhook ingest: only {state['landed']} of {events} events landed; statuses {statuses}")
         return {
             "webhook_ingest_events_per_s": round(state["landed"] / elapsed),
             "webhook_accepted_events_per_s": round(statuses.get(202, 0) / accepted_s),

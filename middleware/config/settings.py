@@ -9,6 +9,7 @@ entities). Every problem is collected and reported at once with `file:line:col` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,16 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from middleware.adapter import adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
 from middleware.broker.topics import topic_matches
-from middleware.conflicts import TwoWayConfig, check_two_way_routes
-from middleware.envrefs import resolve_env_refs
+from middleware.config.envrefs import resolve_env_refs
 from middleware.errors import ConfigError, Problem
-from middleware.logmask import DEFAULT_PII_FIELDS
 from middleware.message import MESSAGE_TYPE_PATTERN
+from middleware.observability.logmask import DEFAULT_PII_FIELDS
 from middleware.problems import did_you_mean, problems_from_validation
+from middleware.reconcile.config import ReconcileConfig
+from middleware.runtime.config import RetryPolicy
+from middleware.sync.config import TwoWayConfig, check_two_way_routes
 from middleware.yamlsource import YamlDocument, load_yaml_file
 
 if TYPE_CHECKING:
-    from middleware.schedule import ZonedSchedule
+    from middleware.schedule.zoned import ZonedSchedule
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 FLOW_SYSTEM = "flow"  # `to.system` of a route whose target is a flow
@@ -35,39 +38,6 @@ FLOW_SYSTEM = "flow"  # `to.system` of a route whose target is a flow
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class RetryPolicy(Strict):
-    """Exponential backoff with jitter for transient failures, then the dead-letter queue."""
-
-    max_attempts: int = Field(default=6, ge=1, description="Attempts before dead-lettering (1 = no retry).")
-    initial_delay_s: float = Field(default=0.5, gt=0, description="Delay before the first retry.")
-    multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
-    max_delay_s: float = Field(default=60.0, gt=0, description="Upper bound of one delay.")
-    jitter: float = Field(default=0.2, ge=0, le=1, description="± fraction of randomness per delay.")
-    delays_s: list[float] | None = Field(
-        default=None,
-        min_length=1,
-        description="Explicit delays per retry, e.g. [1, 5, 30, 120, 600]; the last repeats. Replaces "
-        "initial_delay_s/multiplier/max_delay_s. On RabbitMQ each delay is its own retry queue.",
-    )
-
-    @field_validator("delays_s")
-    @classmethod
-    def _positive_delays(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and any(delay <= 0 for delay in value):
-            raise ValueError("every retry delay must be > 0 seconds")
-        return value
-
-    def nominal_delay(self, attempt: int) -> float:
-        """The delay before retry number `attempt` (1 = first), before jitter and Retry-After."""
-        if self.delays_s:
-            return self.delays_s[min(attempt, len(self.delays_s)) - 1]
-        return min(self.max_delay_s, self.initial_delay_s * self.multiplier ** max(0, attempt - 1))
-
-    def schedule(self) -> tuple[float, ...]:
-        """Every distinct delay this policy can ask for: the retry steps a broker declares."""
-        return tuple(sorted({self.nominal_delay(n) for n in range(1, max(2, self.max_attempts))}))
 
 
 class TargetSpec(Strict):
@@ -136,7 +106,7 @@ class RouteConfig(Strict):
     two_way: TwoWayConfig | None = Field(
         default=None,
         description="Make the route one direction of a loop-free two-way pair: its peer route, the canonical "
-        "fields synced both ways and their conflict policies (see middleware/twoway.py).",
+        "fields synced both ways and their conflict policies (see middleware/sync/twoway.py).",
     )
     # Set by LoadedConfig: where the route's mappings are, so a two-way route can split its chain.
     _mapping_paths: list[Path] = PrivateAttr(default_factory=list)
@@ -202,7 +172,7 @@ class SourceConfig(Strict):
 
     def cron(self) -> ZonedSchedule | None:
         """The parsed schedule, or None for a polled source."""
-        from middleware.schedule import ZonedSchedule
+        from middleware.schedule.zoned import ZonedSchedule
 
         return ZonedSchedule.parse(self.schedule, self.timezone) if self.schedule else None
 
@@ -275,52 +245,6 @@ class ObservabilityConfig(Strict):
         default_factory=lambda: list(DEFAULT_PII_FIELDS),
         description="Keys whose values are masked in every log line (emails, phones, names, tax ids).",
     )
-
-
-class ReconcileConfig(Strict):
-    """Reconciliation of one route: compare its source and target record by record (middleware/reconcile.py).
-
-    Without `every` or `cron` the route is reconciled on demand only (`isthmus reconcile`).
-    """
-
-    every: str | None = Field(
-        default=None, description="The worker reconciles the route at this interval, e.g. 15m, 1h30m, 90s."
-    )
-    cron: str | None = Field(
-        default=None,
-        description="The worker reconciles the route at these times (5-field cron, UTC), e.g. '0 * * * *'.",
-    )
-    heal: bool = Field(
-        default=False, description="Scheduled runs re-emit the missing and different records onto the route."
-    )
-    source: str | None = Field(
-        default=None,
-        description="Name of the source (or webhook endpoint) whose records the route receives; default: the "
-        "one source that emits what the route consumes.",
-    )
-    ignore_fields: list[str] = Field(
-        default_factory=list,
-        description="Dotted paths of mapped fields left out of the comparison, e.g. contact_mechanisms or "
-        "addresses.street (list positions are not written).",
-    )
-    orphans: Literal["all", "linked", "none"] = Field(
-        default="all",
-        description="Target records reported as orphaned: all (linked to a deleted source record, or not "
-        "linked at all), linked (only the former), none.",
-    )
-    unlinked_match: dict[str, str] = Field(
-        default_factory=dict,
-        description="Only target records whose fields match these glob patterns count as unlinked orphans, "
-        "e.g. {code: 'C-*'}: the records this route could have made. Default: every unlinked record.",
-    )
-
-    @model_validator(mode="after")
-    def _schedule(self) -> ReconcileConfig:
-        from middleware.cron import parse_schedule
-
-        if self.every is not None or self.cron is not None:
-            parse_schedule(self.every, self.cron)  # ScheduleError is a ValueError: reported with its place
-        return self
 
 
 class IsthmusConfig(Strict):
@@ -607,8 +531,29 @@ def _check_route_mappings(loaded: LoadedConfig, doc: YamlDocument) -> list[Probl
                         did_you_mean(mapping_id, list(mapping_set)),
                     )
                 )
-    if not problems and (loaded.model.flows or any(route.to.flow for route in loaded.model.routes)):
-        from middleware.flows.loader import check_flow_config
-
-        problems.extend(check_flow_config(loaded, doc, mapping_set))
+    if not problems:
+        for check in feature_checks():
+            problems.extend(check(loaded, doc, mapping_set))
     return problems
+
+
+FeatureCheck = Callable[["LoadedConfig", YamlDocument, Any], list[Problem]]
+FEATURE_CHECKS_GROUP = "isthmus.config_checks"
+# The built-in features' checks; entry points (pyproject.toml) name the same ones, a test keeps them equal.
+BUILTIN_FEATURE_CHECKS = {"flows": "middleware.flows.loader:check_flow_config"}
+
+
+def feature_checks() -> list[FeatureCheck]:
+    """The load-time checks that features above the config register (entry points in the group
+    `isthmus.config_checks`, e.g. the flows of `flows:`), so the config knows no feature: a
+    feature receives the loaded config, its YAML document and the compiled mappings."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    named = dict(BUILTIN_FEATURE_CHECKS)
+    named.update({ep.name: ep.value for ep in entry_points(group=FEATURE_CHECKS_GROUP)})
+    checks: list[FeatureCheck] = []
+    for name in sorted(named):
+        module_name, _, attr = named[name].partition(":")
+        checks.append(getattr(importlib.import_module(module_name), attr))
+    return checks

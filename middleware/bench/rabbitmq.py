@@ -23,7 +23,7 @@ declares them, publisher confirms) and measured in one run on one broker:
   publisher), whatever the pipeline is doing; latency runs from when it was *due* (so a
   publisher falling behind is counted, not hidden) to when its write reached the target.
   The first second is warm-up and is left out.
-* `webhook_ingest_events_per_s`: in `middleware.bench_webhook`.
+* `webhook_ingest_events_per_s`: in `middleware.bench.webhook`.
 * `worker_rss_growth_pct`: one worker process consumes a long run (100,000 messages, or
   1,000,000 with `--long`); its resident set after warm-up (10 % of the run applied) against
   at the end.
@@ -64,22 +64,12 @@ import pika.exceptions
 import pika.spec
 import yaml
 
-from middleware.bench import free_port, wait_port
+from middleware.bench.harness import free_port, percentile, step, wait_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 AMQP_URL_ENV = "ISTHMUS_BENCH_AMQP_URL"
 ROUTE_PREFIX = "bench_rmq"
-
-
-def _step(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
 # ----- the broker URL ------------------------------------------------------------------------
@@ -275,7 +265,7 @@ class LoopbackTarget:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LoopbackTarget:
-        command = [sys.executable, "-m", "middleware.bench_rabbitmq", "target", str(self.port)]
+        command = [sys.executable, "-m", "middleware.bench.rabbitmq", "target", str(self.port)]
         if self.record_times:
             command.append("--record-times")
         self._process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -412,7 +402,7 @@ def bench_rabbitmq_raw(url: str, messages: int, body: bytes) -> dict[str, Any]:
     connection = pika.BlockingConnection(pika_parameters(url))
     connection.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
     connection.close()
-    command = [sys.executable, "-m", "middleware.bench_rabbitmq", "raw-consume", url, queue, str(messages)]
+    command = [sys.executable, "-m", "middleware.bench.rabbitmq", "raw-consume", url, queue, str(messages)]
     consumer = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert consumer.stdout is not None
@@ -592,7 +582,7 @@ class BenchRun:
     def start_worker(self, *flags: str) -> subprocess.Popen[bytes]:
         """`isthmus worker` on this run's config; its stderr goes to a file (a pipe nobody
         reads would stall a worker that logs a lot), see `worker_log`."""
-        command = [sys.executable, "-m", "middleware.cli", "worker", "--config", str(self.config_path), *flags]
+        command = [sys.executable, "-m", "middleware.cli.main", "worker", "--config", str(self.config_path), *flags]
         self._started += 1
         with open(self.directory / f"worker-{self._started}.log", "wb") as log_file:
             proc = subprocess.Popen(
@@ -650,7 +640,7 @@ def bench_run(amqp_url: str, target: LoopbackTarget, **options: Any) -> Iterator
             try:
                 run.cleanup()
             except Exception as exc:
-                _step(f"   could not remove the bench's queues of route {run.route!r}: {exc}")
+                step(f"   could not remove the bench's queues of route {run.route!r}: {exc}")
 
 
 @contextmanager
@@ -863,8 +853,8 @@ def bench_latency(amqp_url: str, rate: int, seconds: float, workers: int = 1, wa
             if (key := idempotency_key(i, tag)) in landed
         )
         return {
-            f"p50_latency_ms_at_{rate}": round(_percentile(latencies, 0.50), 1),
-            f"p99_latency_ms_at_{rate}": round(_percentile(latencies, 0.99), 1),
+            f"p50_latency_ms_at_{rate}": round(percentile(latencies, 0.50), 1),
+            f"p99_latency_ms_at_{rate}": round(percentile(latencies, 0.99), 1),
             f"max_latency_ms_at_{rate}": round(latencies[-1], 1) if latencies else float("nan"),
             f"latency_samples_at_{rate}": len(latencies),
             f"latency_missing_at_{rate}": total - first_measured - len(latencies),
@@ -914,7 +904,7 @@ def bench_worker_rss(amqp_url: str, events: int, publishers: int = 2, max_backlo
                     messages = bench_envelopes(min(chunk, events - first), tag, first)
                     publish_concurrently(run.broker_url, messages, publishers, throttle=partial(throttle, first))
                     if first // chunk % 4 == 0:
-                        _step(f"   worker RSS run: {first + len(messages)}/{events} published")
+                        step(f"   worker RSS run: {first + len(messages)}/{events} published")
                 state = wait_landed(target, events, timeout_s=max(120.0, events / 100))
             finally:
                 stop.set()
@@ -932,7 +922,6 @@ def bench_worker_rss(amqp_url: str, events: int, publishers: int = 2, max_backlo
     }
 
 
-RABBITMQ_STEPS = 5
 
 
 def find_rabbitmq(url: str | None = None) -> tuple[str | None, str]:
@@ -951,61 +940,6 @@ def find_rabbitmq(url: str | None = None) -> tuple[str | None, str]:
     )
 
 
-def run_rabbitmq_bench(
-    amqp_url: str, quick: bool = False, long: bool = False, first_step: int = 1, steps: int = RABBITMQ_STEPS
-) -> dict[str, Any]:
-    """Every RabbitMQ figure, in one run on one broker (the raw limit first)."""
-    from middleware.bench_webhook import bench_webhook_ingest
-    from middleware.observability import configure_logging
-
-    configure_logging("json", "warning")  # stderr: stdout carries only the JSON
-    results: dict[str, Any] = {}
-    raw_n = 5_000 if quick else 50_000
-    e2e_n = 2_000 if quick else 30_000
-    latency_s = 2.0 if quick else 15.0
-    webhook_n = 2_000 if quick else 20_000
-    rss_n = 1_000_000 if long else (5_000 if quick else 100_000)
-    body = bench_envelopes(1, "RAW")[0].body
-    plan: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
-        (
-            "raw_limit",
-            f"RabbitMQ raw limit: minimal pika loop, pipelined confirms ({raw_n} messages)",
-            partial(bench_rabbitmq_raw, amqp_url, raw_n, body),
-        ),
-        (
-            "e2e",
-            f"RabbitMQ end to end at saturation, {E2E_WORKERS} worker processes ({e2e_n} events)",
-            partial(bench_rabbitmq_e2e, amqp_url, e2e_n, warmup_s=0.0 if quick else 8.0),
-        ),
-        (
-            "latency",
-            f"RabbitMQ latency at 1,000 events/s offered, open loop ({latency_s:g} s)",
-            partial(bench_latency, amqp_url, 1000, latency_s),
-        ),
-        (
-            "webhook_ingest",
-            f"webhook ingest: 64 keep-alive clients, delivered end to end ({webhook_n} events)",
-            partial(bench_webhook_ingest, amqp_url, webhook_n),
-        ),
-        ("worker_rss", f"worker RSS over a long run ({rss_n} messages)", partial(bench_worker_rss, amqp_url, rss_n)),
-    ]
-    failed: dict[str, str] = {}
-    for offset, (name, what, measure) in enumerate(plan):
-        _step(f"{first_step + offset}/{steps} {what}")
-        try:
-            results.update(measure())
-        except Exception as exc:  # one failed figure (say the broker stopped answering) keeps the others
-            failed[name] = f"{type(exc).__name__}: {exc}"[:500]
-            _step(f"   failed: {failed[name]}")
-    if "rabbitmq_e2e_events_per_s" in results and "rabbitmq_raw_limit_events_per_s" in results:
-        results["rabbitmq_e2e_vs_raw_limit"] = round(
-            results["rabbitmq_e2e_events_per_s"] / results["rabbitmq_raw_limit_events_per_s"], 2
-        )
-    if failed:
-        results["rabbitmq_failed"] = failed
-    return results
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Helper processes of the bench: `target PORT [--record-times]`, `raw-consume URL QUEUE N`."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -1015,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["raw-consume"]:
         raw_consume(args[1], args[2], int(args[3]))
         return 0
-    print("usage: python -m middleware.bench_rabbitmq target PORT [--record-times] | raw-consume URL QUEUE N")
+    print("usage: python -m middleware.bench.rabbitmq target PORT [--record-times] | raw-consume URL QUEUE N")
     return 2
 
 

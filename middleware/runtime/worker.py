@@ -22,12 +22,12 @@ from middleware.broker import open_broker
 from middleware.broker.base import UNROUTED_QUEUE, Broker, dlq_name
 from middleware.config import LoadedConfig
 from middleware.flows.runner import FlowWiring
-from middleware.mapping_runtime import build_route_mapper
 from middleware.observability import DLQ_SIZE, QUEUE_DEPTH, HealthServer, configure_logging
-from middleware.poller import SourcePoller
-from middleware.reconcile_scheduler import ReconcileScheduler
+from middleware.reconcile.scheduler import ReconcileScheduler
 from middleware.redact import redact_url
-from middleware.route import BatchOutcome, RouteProcessor
+from middleware.runtime.chains import build_route_mapper
+from middleware.runtime.poller import SourcePoller
+from middleware.runtime.route import BatchOutcome, RouteProcessor
 from middleware.store import open_store
 from middleware.store.base import Store
 

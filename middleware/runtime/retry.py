@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from middleware.config import RetryPolicy
+from middleware.runtime.config import RetryPolicy
 
 
 def backoff_delay(

@@ -8,26 +8,23 @@
   that it does not share this process's GIL. Counted from the first publish to the last
   acked effect.
 * `rabbitmq_*`, `p50/p99_latency_ms_at_1000`, `webhook_ingest_events_per_s`,
-  `worker_rss_growth_pct`: on a real RabbitMQ (`middleware.bench_rabbitmq`,
-  `middleware.bench_webhook`); skipped, with the reason on stderr, when none answers.
+  `worker_rss_growth_pct`: on a real RabbitMQ (`middleware.bench.rabbitmq`,
+  `middleware.bench.webhook`); skipped, with the reason on stderr, when none answers.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from middleware.bench.harness import free_port, publish_in_background, wait_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 ORDER_MAPPING = """\
 mapping: bench_order
@@ -156,36 +153,6 @@ def bench_mapping(seconds: float) -> dict[str, float]:
     }
 
 
-def publish_in_background(broker: Any, messages: Sequence[Any], batch: int = 100) -> threading.Thread:
-    """Publish `messages` in batches from a thread, so the caller can time how they are consumed."""
-
-    def publish() -> None:
-        for i in range(0, len(messages), batch):
-            broker.publish(messages[i : i + batch])
-
-    thread = threading.Thread(target=publish, name="bench-publisher")
-    thread.start()
-    return thread
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, what: str = "the sample ERP", timeout_s: float = 30) -> None:
-    """Until something listens on 127.0.0.1:`port`; the bench's servers start in other processes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start on port {port}")
-
-
 E2E_CONFIG = """\
 broker: embedded://broker.db
 store: sqlite://state.db
@@ -257,7 +224,7 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
     """
     from middleware.broker import open_broker
     from middleware.config import load_config
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
 
     port = free_port()
     erp = subprocess.Popen(
@@ -291,7 +258,7 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
                             [
                                 sys.executable,
                                 "-m",
-                                "middleware.cli",
+                                "middleware.cli.main",
                                 "worker",
                                 "--config",
                                 str(config_path),
@@ -434,62 +401,3 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
         erp.wait(10)
 
 
-def _step(text: str) -> None:
-    """Progress on stderr, so stdout stays the one JSON object `--json` promises."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def run_bench(
-    quick: bool = False,
-    long: bool = False,
-    amqp_url: str | None = None,
-    rabbitmq: bool = True,
-    tryton: bool = True,
-) -> dict[str, Any]:
-    """Every figure; the RabbitMQ ones (`middleware.bench_rabbitmq`) when a broker answers."""
-    results: dict[str, Any] = {"machine_cores": os.cpu_count(), "python": sys.version.split()[0]}
-    amqp: str | None = None
-    if rabbitmq:
-        from middleware.bench_rabbitmq import RABBITMQ_STEPS, find_rabbitmq
-
-        amqp, skipped = find_rabbitmq(amqp_url)
-        if amqp is None:
-            _step(skipped)
-            results["rabbitmq_skipped"] = skipped
-    steps = 5 + (RABBITMQ_STEPS if amqp is not None else 0)
-    _step(f"1/{steps} mapping engine vs hand-written Python ({0.5 if quick else 3.0:.1f} s)")
-    results.update(bench_mapping(0.5 if quick else 3.0))
-    events = 1000 if quick else 10000
-    _step(f"2/{steps} embedded broker alone ({events * 2} messages)")
-    results.update(bench_embedded_broker(events * 2))
-    _step(f"3/{steps} REST writes into the sample ERP ({events // 2} each way)")
-    results.update(bench_rest_writes(events // 2))
-    _step(f"4/{steps} embedded broker end to end, one worker process ({events} events)")
-    results.update(bench_embedded_e2e(events))
-    _step(f"5/{steps} embedded broker end to end, two worker processes ({events} events)")
-    results.update(bench_embedded_e2e(events, processes=2))
-    if amqp is not None:
-        from middleware.bench_rabbitmq import run_rabbitmq_bench
-
-        results.update(run_rabbitmq_bench(amqp, quick=quick, long=long, first_step=6, steps=steps))
-    if tryton:
-        results.update(_bench_tryton(quick))
-    return results
-
-
-def _bench_tryton(quick: bool) -> dict[str, Any]:
-    """CRM customers → Tryton parties through the pipeline vs a direct batched JSON-RPC client."""
-    from adapters.tryton.localserver import TrytonUnavailable
-    from middleware.bench_tryton import bench_tryton
-
-    records = 500 if quick else 2000
-    _step(f"Tryton: {records} customers through the pipeline and directly (starts a local trytond)")
-    try:
-        return bench_tryton(records=records, rounds=1 if quick else 2)
-    except TrytonUnavailable as exc:
-        _step(f"Tryton figures skipped: {exc}")
-        return {"tryton_skipped": str(exc)}
-
-
-if __name__ == "__main__":
-    print(json.dumps(run_bench()))

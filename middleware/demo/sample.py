@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "deploy" / "demo" / "isthmus.yaml"
 DEMO_STATE = REPO / ".isthmus" / "demo"
 CRM_TOKEN = "demo-crm-token"
@@ -90,7 +90,7 @@ def print_dead_letters(config: Any, out: Any) -> dict[str, int]:
     """List every route's dead letters with their reasons; returns the DLQ sizes."""
     from middleware.broker import open_broker
     from middleware.broker.base import dlq_name
-    from middleware.dlq import list_dead_letters
+    from middleware.ops.dlq import list_dead_letters
 
     broker = open_broker(config.model.broker, base_dir=config.base_dir)
     try:
@@ -113,7 +113,7 @@ def run_demo(
     from deploy.demo.sample_crm import SampleCrm
     from deploy.demo.sample_erp import SampleErp
     from middleware.config import load_config
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
 
     out = out or sys.stdout
     shutil.rmtree(DEMO_STATE, ignore_errors=True)

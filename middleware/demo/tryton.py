@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from middleware.demo import print_dead_letters, print_route_table, shown_path
+from middleware.demo.sample import print_dead_letters, print_route_table, shown_path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "deploy" / "demo" / "tryton.yaml"
 DEMO_STATE = REPO / ".isthmus" / "demo-tryton"
 CRM_TOKEN = "demo-crm-token"
@@ -41,7 +41,7 @@ def run_tryton_demo(
     from deploy.demo.sample_crm import SampleCrm
     from middleware.config import load_config
     from middleware.errors import IsthmusError
-    from middleware.worker import Worker
+    from middleware.runtime.worker import Worker
 
     out = out or sys.stdout
     missing = trytond_available()

@@ -10,7 +10,7 @@ poller remembers which record versions it published at that boundary instant (pe
 to the watermark) and does not publish them again — otherwise a record that was dead-lettered
 would be dead-lettered anew on every poll.
 
-A source with `schedule:` (cron, see middleware/schedule.py) runs one batch per slot instead
+A source with `schedule:` (cron, see middleware/schedule/zoned.py) runs one batch per slot instead
 of polling every `poll_interval_s`: `batch: incremental` reads the changes since the
 watermark, exactly as a poll; `batch: full` reads every record (from no watermark) and
 publishes it again, leaving the watermark where it was or moving it forward, never back —
@@ -43,7 +43,7 @@ from middleware.config import SourceConfig
 from middleware.errors import IsthmusError
 from middleware.message import Envelope, Source
 from middleware.observability import MESSAGES_PUBLISHED, POLLER_LAST_SUCCESS, POLLS, WATERMARK_AGE
-from middleware.schedule import utc_now
+from middleware.schedule.zoned import utc_now
 from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.poller")

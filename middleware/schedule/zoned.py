@@ -1,6 +1,6 @@
 """Source schedules: `schedule: "0 2 * * *"` runs a source's batch at those wall-clock times.
 
-The cron dialect is `middleware.cron`'s (one dialect for the whole product: reconciliation
+The cron dialect is `middleware.schedule.cron`'s (one dialect for the whole product: reconciliation
 schedules use it too): five fields, minute hour day-of-month month day-of-week, with `*`,
 values, ranges, steps, lists, month and weekday names, the `@daily`-style macros, and cron's
 rule that a day matches if *either* day field does when both are restricted. Refused at load:
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from middleware.cron import CronSchedule as _CronFields
-from middleware.cron import parse_cron
+from middleware.schedule.cron import CronSchedule as _CronFields
+from middleware.schedule.cron import parse_cron
 
-_SEARCH_YEARS = 8  # as middleware.cron: long enough for 29 February whatever the start year
+_SEARCH_YEARS = 8  # as middleware.schedule.cron: long enough for 29 February whatever the start year
 
 
 def utc_now() -> datetime:
@@ -51,7 +51,7 @@ class ZonedSchedule:
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> ZonedSchedule:
-        """Parse `expression` (middleware.cron's dialect) for `timezone`; ValueError saying what is wrong."""
+        """Parse `expression` (middleware.schedule.cron's dialect) for `timezone`; ValueError saying what is wrong."""
         return cls(expression=expression.strip(), zone=parse_zone(timezone), fields=parse_cron(expression))
 
     def __str__(self) -> str:

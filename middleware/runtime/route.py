@@ -6,7 +6,7 @@ failure becomes a delayed retry until the route's `max_attempts`, everything els
 the dead-letter queue with its reason, and a message is acked only after its effect was
 written to the target and its key recorded as applied.
 
-A route with `two_way:` hands its messages to `middleware.twoway.TwoWaySync`, which decides what
+A route with `two_way:` hands its messages to `middleware.sync.twoway.TwoWaySync`, which decides what
 to write (nothing for an echo of our own write, only the changed fields otherwise, a conflict's
 winner) and what to send back to the source system as a correction; the writing, acking,
 retrying and dead-lettering stay here, and the pair's bookkeeping is committed in the same
@@ -60,9 +60,9 @@ from middleware.observability import (
     PROCESSING_SECONDS,
     ROUTE_INFO,
 )
-from middleware.retry import backoff_delay
+from middleware.runtime.retry import backoff_delay
 from middleware.store.base import RecordRef, Store, SyncWrite
-from middleware.twoway import CONTROL_TYPES, DEFER_S, Finished, TwoWayBatch, TwoWaySync
+from middleware.sync.twoway import CONTROL_TYPES, DEFER_S, Finished, TwoWayBatch, TwoWaySync
 
 if TYPE_CHECKING:
     from middleware.mapping import CompiledMapping, MappingChain
@@ -148,7 +148,7 @@ class RouteProcessor:
         from middleware.mapping import StoreMappingContext
 
         if mapping is None:
-            from middleware.mapping_runtime import resolve_chain
+            from middleware.runtime.chains import resolve_chain
 
             paths = self.config._mapping_paths
             if not paths:
@@ -333,7 +333,7 @@ class RouteProcessor:
         permanent = PermanentError(result.error, status=result.status)
         return partial(self._dead_letter, delivery, envelope, permanent, outcome)
 
-    # ----- two-way routes (middleware/twoway.py decides; the route writes, acks and moves) -----
+    # ----- two-way routes (middleware/sync/twoway.py decides; the route writes, acks and moves) -----
     def _plan_two_way(
         self,
         items: list[tuple[Delivery, Envelope]],

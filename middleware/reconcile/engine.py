@@ -60,10 +60,10 @@ from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteReque
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
 from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of
 from middleware.errors import ConfigError, IsthmusError, Problem
-from middleware.mapping_runtime import build_route_mapper
 from middleware.message import Envelope, Source, utc_now
 from middleware.problems import did_you_mean
-from middleware.record_diff import FieldDiff, compare
+from middleware.reconcile.diff import FieldDiff, compare
+from middleware.runtime.chains import build_route_mapper
 from middleware.store.base import RecordRef, Store
 
 log = structlog.get_logger("isthmus.reconcile")

@@ -11,7 +11,7 @@ and folds all processes into one target, so a dead worker would not show as `up 
 
 Logs are structlog: JSON when the stream is not a terminal, readable on one; message
 handling passes route, message_id and correlation_id on every line; secrets and the
-configured PII fields are masked (`middleware.logmask`).
+configured PII fields are masked (`middleware.observability.logmask`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from middleware.logmask import DEFAULT_PII_FIELDS, LogMasker
+from middleware.observability.logmask import DEFAULT_PII_FIELDS, LogMasker
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
