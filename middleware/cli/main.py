@@ -299,7 +299,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
     """Runs of flows: list and show them; approve or reject the ones that wait for an approval."""
     from middleware.broker import open_broker
     from middleware.config import load_config
-    from middleware.flows import admin
+    from middleware.ops import flows as admin
     from middleware.store import open_store
 
     config = load_config(args.config, check_mappings=False)
