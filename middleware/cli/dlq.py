@@ -18,8 +18,13 @@ from middleware.errors import ConfigError
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("dlq", help="inspect, replay or purge dead-lettered messages")
     dsub = p.add_subparsers(dest="dlq_command", required=True)
-    for name in ("list", "show", "replay", "purge"):
-        q = dsub.add_parser(name)
+    for name, text in (
+        ("list", "dead-lettered messages with their reasons"),
+        ("show", "one dead letter: headers and the original message"),
+        ("replay", "put dead letters back on their route"),
+        ("purge", "delete dead letters for good"),
+    ):
+        q = dsub.add_parser(name, help=text)
         q.add_argument("--config", default=DEFAULT_CONFIG)
         q.add_argument("--route", help="only this route")
         if name == "list":
