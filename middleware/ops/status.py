@@ -314,7 +314,7 @@ class FittedTable:
         shown = self.shown_at(console, options)
         yield self.table(shown)
         hidden = [column.header for index, column in enumerate(self.columns) if index not in shown]
-        if hidden:
+        if hidden and self.rows:  # an empty table hides no figure
             yield Text(f"not shown at {options.max_width} columns: {', '.join(hidden)}", style="dim")
 
 
