@@ -385,7 +385,7 @@ def render(now: Snapshot, before: Snapshot | None) -> RenderableType:
         "Routes",
         [
             Column("route", name=True),
-            Column("state", 1, "left"),
+            Column("state", 1, justify="left"),
             Column("in/s"),
             Column("out/s", 2),
             Column("failed/s", 4),
