@@ -34,7 +34,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "foundations",
-        ("middleware.broker", "middleware.store", "middleware.mapping", "middleware.schedule", "middleware.observability"),
+        (
+            "middleware.broker",
+            "middleware.store",
+            "middleware.mapping",
+            "middleware.schedule",
+            "middleware.observability",
+        ),
     ),
     # A feature's own config models: pure pydantic, so the root config can build on them.
     ("feature config models", ("middleware.sync.config", "middleware.reconcile.config", "middleware.runtime.config")),
