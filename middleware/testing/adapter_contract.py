@@ -326,5 +326,5 @@ def adapter_contract_tests(kit_fixture: str) -> type[AdapterContract]:
         assert isinstance(found, AdapterKit), f"fixture {kit_fixture!r} must return an AdapterKit"
         return found
 
-    name = "Test" + "".join(part.title() for part in kit_fixture.split("_")) + "Contract"
+    name = "Test" + "".join(part.title() for part in kit_fixture.removesuffix("_kit").split("_")) + "Contract"
     return type(name, (AdapterContract,), {"kit": kit, "__doc__": f"The adapter contract, with `{kit_fixture}`."})
