@@ -146,7 +146,7 @@ class Caller(Protocol):
 
 
 def read_record(adapter: Adapter, entity: str, record_id: str) -> SourceRecord | None:
-    """One record by id: the reader's `read_one` if declared, else a full read filtered by id (slow, but any reader can)."""
+    """One record by id: the reader's `read_one` if declared, else a full read filtered by id (slow, any reader can)."""
     if "read_one" in adapter.capabilities:
         return cast(RecordReader, adapter.reader()).read_one(entity, record_id)
     found: SourceRecord | None = None

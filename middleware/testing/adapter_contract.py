@@ -42,11 +42,15 @@ from typing import Any, ClassVar, Literal
 import pytest
 from pydantic import ValidationError
 
-from middleware.adapter import CAPABILITIES, Adapter, Capability, SourceRecord, WriteRequest, WriteResult
+from middleware.adapter import CAPABILITIES, Adapter, Capability, SourceRecord, WriteRequest
 from middleware.errors import DeliveryError, PermanentError, TransientError
 
 Fault = Literal["unreachable", "server_error", "client_error"]
-FAULT_OUTCOMES: dict[Fault, str] = {"unreachable": "transient", "server_error": "transient", "client_error": "permanent"}
+FAULT_OUTCOMES: dict[Fault, str] = {
+    "unreachable": "transient",
+    "server_error": "transient",
+    "client_error": "permanent",
+}
 UNKNOWN_KEY = "colour_of_the_day"
 
 

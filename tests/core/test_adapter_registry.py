@@ -22,11 +22,11 @@ def installed(group: str) -> dict[str, str]:
 
 
 def test_builtin_adapter_table_equals_the_installed_entry_points() -> None:
-    assert BUILTIN_ADAPTERS == installed(ENTRY_POINT_GROUP)
+    assert installed(ENTRY_POINT_GROUP) == BUILTIN_ADAPTERS
 
 
 def test_builtin_feature_checks_equal_the_installed_entry_points() -> None:
-    assert BUILTIN_FEATURE_CHECKS == installed(FEATURE_CHECKS_GROUP)
+    assert installed(FEATURE_CHECKS_GROUP) == BUILTIN_FEATURE_CHECKS
 
 
 @pytest.mark.parametrize("type_name", sorted(BUILTIN_ADAPTERS))

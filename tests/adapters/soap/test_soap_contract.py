@@ -1,8 +1,9 @@
 """The SOAP adapter passes the shared adapter contract, against the spyne legacy ERP's customers.
 
 Customers are read by `ListCustomersChangedSince` and written by `CreateCustomer` /
-`UpdateCustomer` (WS-Security UsernameToken). Faults: a closed port; a **Server** fault whose
-text repeats the password (as a careless server might); an HTTP 400 page from a gateway.
+`UpdateCustomer` (WS-Security UsernameToken). Faults: the WSDL loads but its endpoint is a
+closed port; a **Server** fault whose text repeats the password (as a careless server might);
+an HTTP 400 page from a gateway.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class SoapKit(AdapterKit):
     @contextmanager
     def fault(self, kind: Fault) -> Iterator[dict[str, Any]]:
         if kind == "unreachable":
-            yield soap_config(self.erp, wsdl=f"http://127.0.0.1:{self.closed_port}/?wsdl")
+            yield soap_config(self.erp, endpoint=f"http://127.0.0.1:{self.closed_port}/")
             return
         if kind == "server_error":
             self.erp.server_fault = f"database unavailable (login isthmus/{PASSWORD})"
