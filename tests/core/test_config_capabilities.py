@@ -92,3 +92,36 @@ def test_a_route_to_a_system_that_cannot_write_is_refused_with_its_place(
     assert problem.location is not None and problem.location.line == 11
     assert str(problem.location).startswith(str(tmp_path / "isthmus.yaml") + ":11:")
     assert problem.hint is not None and "sink" in problem.hint
+
+
+FLOW = """\
+flow: capable
+key: order_no
+steps:
+  - {name: a, kind: call, system: archive, operation: anything}
+  - name: b
+    kind: write
+    target: {system: events, entity: thing}
+    fields: {x: record.x}
+"""
+
+
+def test_flow_steps_on_systems_that_cannot_call_or_write_are_refused_with_their_place(
+    plugin_adapters: None, tmp_path: Path
+) -> None:
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "capable.yaml").write_text(FLOW)
+    path = tmp_path / "isthmus.yaml"
+    path.write_text(
+        "mappings: [mappings]\nflows: [flows]\nsystems:\n  events: {type: feed}\n  archive: {type: sink}\n"
+        "routes:\n  - {name: start, on: [order.won], to: {flow: capable}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    found = {p.path: p for p in caught.value.problems}
+    call, write = found["steps[0].system"], found["steps[1].target.system"]
+    assert call.message == "system 'archive' (sink) offers no operations to call" and "'call'" in (call.hint or "")
+    assert write.message.startswith("system 'events' (feed) cannot write")
+    assert call.location is not None and call.location.file.endswith("capable.yaml") and call.location.line == 4
+    assert write.location is not None and write.location.line == 7
