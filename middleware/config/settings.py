@@ -475,10 +475,12 @@ def _cross_check(
         if not capability_problem(("sources", i, "system"), source.system, "read", "a source"):
             entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
     problems.extend(check_two_way_routes(model.routes, doc.locate))
-    _check_reconcile(model, doc, problems, entity_problem)
+    _check_reconcile(model, doc, problems, entity_problem, capability_problem)
 
 
-def _check_reconcile(model: IsthmusConfig, doc: YamlDocument, problems: list[Problem], entity_problem: Any) -> None:
+def _check_reconcile(
+    model: IsthmusConfig, doc: YamlDocument, problems: list[Problem], entity_problem: Any, capability_problem: Any
+) -> None:
     """Each reconciled route exists, reads its target, and has exactly one feed to compare with it."""
     routes = {route.name: route for route in model.routes}
     by_name = {feed.name: feed for feed in feeds(model)}
@@ -495,7 +497,8 @@ def _check_reconcile(model: IsthmusConfig, doc: YamlDocument, problems: list[Pro
                 )
             )
             continue
-        entity_problem(where, route.to.system, route.to.entity, "read")
+        if not capability_problem(where, route.to.system, "read", "reconciled"):
+            entity_problem(where, route.to.system, route.to.entity, "read")
         if settings.source is not None:
             feed = by_name.get(settings.source)
             path = f"reconcile.{name}.source"

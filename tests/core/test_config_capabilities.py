@@ -94,6 +94,17 @@ def test_a_route_to_a_system_that_cannot_write_is_refused_with_its_place(
     assert problem.hint is not None and "sink" in problem.hint
 
 
+def test_a_reconciled_route_whose_target_cannot_read_is_refused(plugin_adapters: None, tmp_path: Path) -> None:
+    path = tmp_path / "isthmus.yaml"
+    path.write_text(CONFIG.replace("to: {system: events, entity: thing}", "to: {system: archive, entity: thing}")
+                    + "reconcile:\n  to_events: {source: from_archive}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, check_mappings=False)
+    problem = next(p for p in caught.value.problems if p.path == "reconcile.to_events")
+    assert "system 'archive' (sink) cannot read" in problem.message
+    assert problem.location is not None and problem.location.line == 13
+
+
 FLOW = """\
 flow: capable
 key: order_no
