@@ -8,35 +8,30 @@ request's headers echoed back (the token among them).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from http_stub import Answer, Seen, StubServer
+from http_faults import HttpFaults
+from http_stub import Respond, StubServer
 
 from adapters.rest import RestAdapter
 from deploy.demo.sample_crm import SampleCrm
-from middleware.testing.adapter_contract import AdapterKit, Fault, adapter_contract_tests
+from middleware.testing.adapter_contract import adapter_contract_tests
 
 TOKEN = "contract-crm-token-5150"
 
 
-def echo(status: int) -> Callable[[Seen], Answer]:
-    return lambda seen: Answer(status, {"error": "refused", "you_sent": seen.headers})
-
-
-class RestKit(AdapterKit):
+class RestKit(HttpFaults):
     adapter_class = RestAdapter
     entity = "customer"
 
-    def __init__(self, crm: SampleCrm, closed_port: int, stub_server: Callable[[Any], StubServer]) -> None:
+    def __init__(self, crm: SampleCrm, closed_port: int, stub_server: Callable[[Respond], StubServer]) -> None:
+        super().__init__(closed_port, stub_server)
         self.crm = crm
-        self.closed_port = closed_port
-        self.stub_server = stub_server
 
-    def settings(self, base_url: str | None = None) -> dict[str, Any]:
+    def settings(self, url: str | None = None) -> dict[str, Any]:
         return {
-            "base_url": base_url or self.crm.url,
+            "base_url": url or self.crm.url,
             "timeout_s": 2,
             "auth": {"type": "bearer", "token": TOKEN},
             "entities": {
@@ -64,13 +59,6 @@ class RestKit(AdapterKit):
     def secrets(self) -> list[str]:
         return [TOKEN]
 
-    @contextmanager
-    def fault(self, kind: Fault) -> Iterator[dict[str, Any]]:
-        if kind == "unreachable":
-            yield self.settings(f"http://127.0.0.1:{self.closed_port}")
-        else:
-            yield self.settings(self.stub_server(echo(503 if kind == "server_error" else 400)).url)
-
     def seed(self, tag: str, count: int) -> list[str]:
         return [self.crm.upsert_customer({"customer_no": f"K-{tag}-{n}", "name": f"Seeded {tag}"})["customer_no"]
                 for n in range(count)]
@@ -94,7 +82,7 @@ class RestKit(AdapterKit):
 
 
 @pytest.fixture
-def rest_kit(closed_port: int, stub_server: Callable[[Any], StubServer]) -> Iterator[RestKit]:
+def rest_kit(closed_port: int, stub_server: Callable[[Respond], StubServer]) -> Iterator[RestKit]:
     crm = SampleCrm(token=TOKEN).start()
     yield RestKit(crm, closed_port, stub_server)
     crm.stop()

@@ -10,32 +10,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from http_stub import Answer, Seen, StubServer
+from http_faults import HttpFaults
+from http_stub import Respond, StubServer
 
 from adapters.tryton import TrytonAdapter
 from adapters.tryton.localserver import LocalTryton
 from adapters.tryton.rpc import TrytonRpc
-from middleware.testing.adapter_contract import AdapterKit, Fault, adapter_contract_tests
+from middleware.testing.adapter_contract import adapter_contract_tests
 
 SERVER_CLOCK_S = 1.1  # Tryton's change times have one-second resolution
 
 
-def echo(status: int) -> Callable[[Seen], Answer]:
-    return lambda seen: Answer(status, {"error": "refused", "you_sent": seen.body.decode(errors="replace")})
-
-
-class TrytonKit(AdapterKit):
+class TrytonKit(HttpFaults):
     adapter_class = TrytonAdapter
     entity = "party"
 
-    def __init__(self, tryton: LocalTryton, closed_port: int, stub_server: Callable[[Any], StubServer]) -> None:
+    def __init__(self, tryton: LocalTryton, closed_port: int, stub_server: Callable[[Respond], StubServer]) -> None:
+        super().__init__(closed_port, stub_server)
         self.tryton = tryton
-        self.closed_port = closed_port
-        self.stub_server = stub_server
         self.rpc = TrytonRpc(tryton.url, tryton.database, tryton.username, tryton.password, system="contract-kit")
 
     def settings(self, url: str | None = None) -> dict[str, Any]:
@@ -47,13 +42,6 @@ class TrytonKit(AdapterKit):
 
     def secrets(self) -> list[str]:
         return [self.tryton.password]
-
-    @contextmanager
-    def fault(self, kind: Fault) -> Iterator[dict[str, Any]]:
-        if kind == "unreachable":
-            yield self.settings(f"http://127.0.0.1:{self.closed_port}")
-        else:
-            yield self.settings(self.stub_server(echo(503 if kind == "server_error" else 400)).url)
 
     def seed(self, tag: str, count: int) -> list[str]:
         rows = [{"name": f"Seeded {tag}", "code": f"S-{tag}-{n}"} for n in range(count)]
@@ -81,7 +69,9 @@ class TrytonKit(AdapterKit):
 
 
 @pytest.fixture
-def tryton_kit(tryton: LocalTryton, closed_port: int, stub_server: Callable[[Any], StubServer]) -> Iterator[TrytonKit]:
+def tryton_kit(
+    tryton: LocalTryton, closed_port: int, stub_server: Callable[[Respond], StubServer]
+) -> Iterator[TrytonKit]:
     kit = TrytonKit(tryton, closed_port, stub_server)
     yield kit
     kit.close()
