@@ -6,8 +6,10 @@ its real system — the settings, one entity, how to seed records behind the ada
 how to inject faults, and which secret values must never show::
 
     @pytest.fixture
-    def rest_kit(crm: SampleCrm) -> RestKit:
-        return RestKit(crm)
+    def rest_kit(closed_port, stub_server) -> Iterator[RestKit]:   # tests/adapters/test_rest_contract.py
+        crm = SampleCrm(token=TOKEN).start()
+        yield RestKit(crm, closed_port, stub_server)
+        crm.stop()
 
     TestRestContract = adapter_contract_tests("rest_kit")
 
