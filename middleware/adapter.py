@@ -6,24 +6,49 @@ records), a writer (a batch of mapped records → one result per record), or bot
 `check` that tests the connection without moving data. Adapters classify failures at the
 edge: a `WriteResult` says ok, transient or permanent; the worker decides what follows.
 
-Readers may offer two optional capabilities, found by `isinstance` at run time: `read_one`
-(`RecordReader`) and `stored_form` (`StoredFormReader`); `read_record` and `stored_form`
-below fall back to what every reader can do.
+In enterprise integration pattern terms an adapter is a Channel Adapter: it connects one
+system to the broker's channels, its reader a Polling Consumer (changes since a watermark)
+and its writer the producing end; its `Caller` is a Messaging Gateway (a flow calls named
+operations without knowing the system's protocol).
+
+Each adapter class declares what it can do in `capabilities` (see `Capability`); the config
+load, flows, reconciliation and the shared contract suite (`middleware.testing`) read that
+declaration and never probe an adapter with `getattr`, `hasattr` or `isinstance`.
+`read_record` and `stored_form` below fall back to what every reader can do when an
+adapter does not declare `read_one` or `stored_form`.
+
+The registry is the `isthmus.adapters` entry point group (pyproject.toml); `BUILTIN_ADAPTERS` is the
+same table for a source checkout that was never installed, and a test keeps the two equal.
+Reaching an adapter's class (for its `config_model` and `capabilities`) must stay light:
+the heavy client (zeep, …) is imported only when an adapter is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 from pydantic import BaseModel
 
-from middleware.errors import ConfigError
+from middleware.errors import ConfigError, PermanentError
 
 ENTRY_POINT_GROUP = "isthmus.adapters"
+
+Capability = Literal["read", "read_one", "stored_form", "write", "call"]
+"""What an adapter can do, declared by its class in `capabilities`:
+
+* `read` — `reader().read_changes`: the changes since a watermark (sources poll it);
+* `read_one` — `reader().read_one`: one record by id, whatever its change time, None when
+  there is none (replay, reconciliation);
+* `stored_form` — `reader().stored_form`: a mapped record as the system keeps it once
+  written, so reconciliation does not report what the system drops or reshapes as drift;
+* `write` — `writer().write_batch`: routes and flow steps write through it;
+* `call` — the adapter is a `Caller`: named operations for flow `call` steps.
+"""
+CAPABILITIES: tuple[Capability, ...] = ("read", "read_one", "stored_form", "write", "call")
 
 
 @dataclass
@@ -79,12 +104,13 @@ class CheckResult:
 
 
 class Reader(Protocol):
+    """Polling Consumer: pages of the records changed since a watermark (`read` capability)."""
+
     def read_changes(self, entity: str, watermark: str | None) -> Iterator[ReadPage]: ...
 
 
-@runtime_checkable
-class RecordReader(Protocol):
-    """Optional reader capability: one record by id, whatever its change time (replay, reconciliation).
+class RecordReader(Reader, Protocol):
+    """A reader of an adapter that declares `read_one`: one record by id, whatever its change time.
 
     Returns None when no such record exists (deleted, or not of this entity). A list read may
     leave records out (Tryton lists active records only); `read_one` finds them all.
@@ -93,9 +119,8 @@ class RecordReader(Protocol):
     def read_one(self, entity: str, record_id: str) -> SourceRecord | None: ...
 
 
-@runtime_checkable
-class StoredFormReader(Protocol):
-    """Optional reader capability: a mapped record as this system stores it and reads it back.
+class StoredFormReader(Reader, Protocol):
+    """A reader of an adapter that declares `stored_form`: a mapped record as the system stores it.
 
     Reconciliation compares what a route would write with what the reader returns; a system
     that drops or reshapes part of a write (Tryton leaves out a child record missing a required
@@ -105,30 +130,66 @@ class StoredFormReader(Protocol):
     def stored_form(self, entity: str, record: dict[str, Any]) -> dict[str, Any]: ...
 
 
-def read_record(reader: Reader, entity: str, record_id: str) -> SourceRecord | None:
-    """One record by id: the reader's `read_one`, else a full read filtered by id (slow, but any reader can)."""
-    if isinstance(reader, RecordReader):
-        return reader.read_one(entity, record_id)
+class Caller(Protocol):
+    """Messaging Gateway: named operations a flow's `call` step invokes (the `call` capability).
+
+    `operations` (a class attribute, read at config load without building an adapter) maps
+    each operation name to what it does and which arguments it takes. `call` runs one with a
+    JSON object of arguments and returns a JSON object; `correlation_id` ties the call to the
+    flow run in the system's logs where it can carry one. Refusals raise `PermanentError`,
+    no answer or a busy system `TransientError`.
+    """
+
+    operations: ClassVar[Mapping[str, str]]
+
+    def call(self, operation: str, arguments: dict[str, Any], correlation_id: str = "") -> dict[str, Any]: ...
+
+
+def read_record(adapter: Adapter, entity: str, record_id: str) -> SourceRecord | None:
+    """One record by id: the reader's `read_one` if declared, else a full read filtered by id (slow, any reader can)."""
+    if "read_one" in adapter.capabilities:
+        return cast(RecordReader, adapter.reader()).read_one(entity, record_id)
     found: SourceRecord | None = None
-    for page in reader.read_changes(entity, None):
+    for page in adapter.reader().read_changes(entity, None):
         for record in page.records:
             if record.record_id == record_id:
                 found = record  # the last one read wins, as it would for a poller
     return found
 
 
-def stored_form(reader: Reader, entity: str, record: dict[str, Any]) -> dict[str, Any]:
-    """`record` as the reader's system would return it after a write (unchanged if the reader cannot say)."""
-    return reader.stored_form(entity, record) if isinstance(reader, StoredFormReader) else record
+def stored_form(adapter: Adapter, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+    """`record` as the adapter's system would return it after a write (unchanged unless it declares `stored_form`)."""
+    if "stored_form" in adapter.capabilities:
+        return cast(StoredFormReader, adapter.reader()).stored_form(entity, record)
+    return record
+
+
+def operations_of(adapter_class: type[Adapter]) -> Mapping[str, str]:
+    """The operations a flow may call on adapters of this class ({} unless it declares `call`)."""
+    if "call" not in adapter_class.capabilities:
+        return {}
+    return cast("type[Caller]", adapter_class).operations
+
+
+def caller_of(adapter: Adapter, system: str) -> Caller:
+    """The adapter as a `Caller`; a PermanentError names the system when it does not declare `call`."""
+    if "call" not in adapter.capabilities:
+        raise PermanentError(f"system {system!r} offers no operations to call", system=system)
+    return cast(Caller, adapter)
 
 
 class Writer(Protocol):
+    """The producing end of the Channel Adapter (`write` capability)."""
+
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
         """Apply requests; same-key requests in order; one result per request, same order."""
 
 
 class Adapter(Protocol):
+    """One configured system: `reader()` if it declares `read`, `writer()` if it declares `write`."""
+
     config_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[frozenset[Capability]]
 
     def __init__(self, name: str, config: Any) -> None: ...
 
@@ -141,7 +202,7 @@ class Adapter(Protocol):
     def close(self) -> None: ...
 
 
-_BUILTIN = {
+BUILTIN_ADAPTERS = {
     "rest": "adapters.rest:RestAdapter",
     "soap": "adapters.soap:SoapAdapter",
     "tryton": "adapters.tryton:TrytonAdapter",
@@ -149,8 +210,8 @@ _BUILTIN = {
 
 
 def adapter_types() -> dict[str, str]:
-    """Adapter type name → 'module:Class', from entry points plus the built-ins."""
-    found = dict(_BUILTIN)
+    """Adapter type name → 'module:Class', from entry points (the built-ins for an uninstalled checkout)."""
+    found = dict(BUILTIN_ADAPTERS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found[ep.name] = ep.value
     return found

@@ -6,6 +6,10 @@ sends the configured auth on every request. So are the credentials (a token flow
 token for all of them at once) and the system's request budget: the worker opens one
 adapter per system, so every source and route of that system in a process draws on one
 budget. Secrets never appear in errors or logs.
+
+A Channel Adapter (enterprise integration patterns): its reader is a Polling Consumer (see
+`adapters.rest.reader`), its writer the producing end that classifies every answer as ok,
+transient or permanent.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from adapters.rest.config import RestSystemConfig
 from adapters.rest.reader import RestReader
 from adapters.rest.transport import Scrubber, build_session, secret_values
 from adapters.rest.writer import RestWriter
-from middleware.adapter import CheckResult
+from middleware.adapter import Capability, CheckResult
 
 
 class RestAdapter:
     """HTTP/JSON system adapter (see `adapters.rest.config` for the settings)."""
 
     config_model: ClassVar[type[RestSystemConfig]] = RestSystemConfig
+    # read_one: GET item_path (or a filtered list read); no stored form: an API returns what it was sent
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "read_one", "write"})
 
     def __init__(self, name: str, config: RestSystemConfig | dict[str, object]) -> None:
         self.name = name

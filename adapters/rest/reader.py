@@ -70,7 +70,11 @@ RATE_LIMITED_STATUSES = frozenset({429, 503})
 
 
 class RestReader:
-    """Reads the entities of one REST system that have `read:` settings."""
+    """Reads the entities of one REST system that have `read:` settings.
+
+    A Polling Consumer (enterprise integration patterns): the poller asks it for the changes
+    since the last watermark, on its interval or schedule; nothing is pushed to it.
+    """
 
     def __init__(
         self,

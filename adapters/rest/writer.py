@@ -57,7 +57,11 @@ class _Prepared:
 
 
 class RestWriter:
-    """Writes the entities of one REST system that have `write:` settings."""
+    """Writes the entities of one REST system that have `write:` settings.
+
+    The producing end of the REST Channel Adapter: each request's idempotency key goes out
+    as `Idempotency-Key`, so a target that honours it is an Idempotent Receiver of redeliveries.
+    """
 
     def __init__(
         self,

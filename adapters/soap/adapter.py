@@ -3,29 +3,41 @@
 Selected by `type: soap` in `isthmus.yaml`; configured by `SoapSystemConfig`. The WSDL is
 loaded on first use (see `client`), the session never retries by itself (the worker
 decides), and secrets never appear in errors or logs.
+
+A Channel Adapter (enterprise integration patterns): the reader is a Polling Consumer of a
+"changed since" operation, the writer the producing end that classifies SOAP faults.
+
+Importing this module is light: the config load reaches `SoapAdapter.config_model` and
+`capabilities` for every `type: soap` system, and must not pay for zeep and lxml; they are
+imported when an adapter is built.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import requests
-
-from adapters.soap.client import AuthenticationFailed, SoapClient
 from adapters.soap.config import SoapSystemConfig
-from adapters.soap.reader import SoapReader
-from adapters.soap.transport import Scrubber, build_session, secret_values
-from adapters.soap.writer import SoapWriter
-from middleware.adapter import CheckResult
+from middleware.adapter import Capability, CheckResult
 from middleware.errors import DeliveryError, TransientError
+
+if TYPE_CHECKING:
+    from adapters.soap.reader import SoapReader
+    from adapters.soap.writer import SoapWriter
 
 
 class SoapAdapter:
     """SOAP system adapter (see `adapters.soap.config` for the settings)."""
 
     config_model: ClassVar[type[SoapSystemConfig]] = SoapSystemConfig
+    # no read_one: a WSDL has no standard "get by id"; no stored form: the service returns what it was sent
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "write"})
 
     def __init__(self, name: str, config: SoapSystemConfig | dict[str, object]) -> None:
+        from adapters.soap.client import SoapClient
+        from adapters.soap.reader import SoapReader
+        from adapters.soap.transport import Scrubber, build_session, secret_values
+        from adapters.soap.writer import SoapWriter
+
         self.name = name
         self.config = config if isinstance(config, SoapSystemConfig) else SoapSystemConfig.model_validate(config)
         self.session = build_session(self.config, name)
@@ -48,6 +60,8 @@ class SoapAdapter:
         answer to a GET of the endpoint (`authenticated` False on 401/403, else None).
         `extra["problems"]` lists configured operations or arguments the WSDL lacks.
         """
+        from adapters.soap.client import AuthenticationFailed
+
         try:
             description = self.client.describe()
         except DeliveryError as exc:
@@ -71,6 +85,10 @@ class SoapAdapter:
         return CheckResult(self.name, reachable, authenticated, detail=summary, extra=description)
 
     def _probe(self, endpoint: str) -> tuple[bool, bool | None, str]:
+        import requests
+
+        from adapters.soap.client import AuthenticationFailed
+
         call = self.config.check_call
         if call is not None:
             try:

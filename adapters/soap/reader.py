@@ -30,7 +30,11 @@ from middleware.errors import PermanentError
 
 
 class SoapReader:
-    """Reads the entities of one SOAP system that have `read:` settings."""
+    """Reads the entities of one SOAP system that have `read:` settings.
+
+    A Polling Consumer (enterprise integration patterns): the poller calls the configured
+    "changed since" operation with the last watermark.
+    """
 
     def __init__(self, system: str, config: SoapSystemConfig, client: SoapClient) -> None:
         self.system = system

@@ -29,7 +29,11 @@ from middleware.errors import DeliveryError, TransientError
 
 
 class SoapWriter:
-    """Writes the entities of one SOAP system that have `write:` settings."""
+    """Writes the entities of one SOAP system that have `write:` settings.
+
+    The producing end of the SOAP Channel Adapter: one operation call per request, faults
+    classified at the edge (see `adapters.soap.faults`).
+    """
 
     def __init__(self, system: str, config: SoapSystemConfig, client: SoapClient) -> None:
         self.system = system

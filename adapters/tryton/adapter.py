@@ -4,10 +4,15 @@ Selected by `type: tryton` in `isthmus.yaml`; configured by `TrytonSystemConfig`
 session is shared by reads, writes and `check`, logs in on first use and again when the
 server ends it, and never retries a call by itself (the worker decides). The password and
 session token never appear in errors or logs.
+
+A Channel Adapter (enterprise integration patterns): the reader is a Polling Consumer of
+`write_date`, the writer the producing end, and `call` a Messaging Gateway to Tryton's sale
+workflow for flow steps (a `Caller`, see adapters/tryton/operations.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from adapters.tryton.config import TrytonSystemConfig
@@ -15,7 +20,7 @@ from adapters.tryton.operations import OPERATIONS, TrytonOperations
 from adapters.tryton.reader import TrytonReader
 from adapters.tryton.rpc import TrytonRpc
 from adapters.tryton.writer import TrytonWriter
-from middleware.adapter import CheckResult
+from middleware.adapter import Capability, CheckResult
 from middleware.errors import PermanentError, TransientError
 
 
@@ -23,7 +28,8 @@ class TrytonAdapter:
     """Tryton ERP over JSON-RPC (see `adapters.tryton.config` for the settings)."""
 
     config_model: ClassVar[type[TrytonSystemConfig]] = TrytonSystemConfig
-    operations: ClassVar[dict[str, str]] = OPERATIONS  # what flows may `call` (see operations.py)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "read_one", "stored_form", "write", "call"})
+    operations: ClassVar[Mapping[str, str]] = OPERATIONS  # what flows may `call` (see operations.py)
 
     def __init__(self, name: str, config: TrytonSystemConfig | dict[str, object]) -> None:
         self.name = name
@@ -48,9 +54,12 @@ class TrytonAdapter:
     def writer(self) -> TrytonWriter:
         return self._writer
 
-    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Run one of `operations` (a flow's `call` step); see adapters/tryton/operations.py."""
-        return self._operations.call(operation, params)
+    def call(self, operation: str, arguments: dict[str, Any], correlation_id: str = "") -> dict[str, Any]:
+        """Run one of `operations` (a flow's `call` step, see `middleware.adapter.Caller`).
+
+        Tryton's JSON-RPC has no place for a correlation id; the flow run logs it with the step.
+        """
+        return self._operations.call(operation, arguments)
 
     def check(self) -> CheckResult:
         """Log in and read the user's company: reachable, authenticated, and which company it is."""

@@ -49,7 +49,11 @@ OPERATIONS: dict[str, str] = {
 
 
 class TrytonOperations:
-    """The operations of OPERATIONS over one adapter's RPC session."""
+    """The operations of OPERATIONS over one adapter's RPC session.
+
+    A Messaging Gateway (enterprise integration patterns): flows call `sale.confirm` and the
+    rest by name through `TrytonAdapter.call` (the `Caller` protocol), never Tryton's RPC.
+    """
 
     def __init__(self, rpc: TrytonRpc, system: str) -> None:
         self.rpc = rpc

@@ -38,7 +38,11 @@ from middleware.errors import ConfigError
 
 
 class TrytonReader:
-    """Reads the entities of one Tryton system that have `read:` settings."""
+    """Reads the entities of one Tryton system that have `read:` settings.
+
+    A Polling Consumer (enterprise integration patterns) of `write_date`/`create_date`: the
+    poller asks for the changes since the last watermark.
+    """
 
     def __init__(self, system: str, config: TrytonSystemConfig, rpc: TrytonRpc) -> None:
         self.system = system

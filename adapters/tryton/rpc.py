@@ -33,6 +33,7 @@ import requests
 import structlog
 from requests.adapters import HTTPAdapter
 
+from adapters.shared.scrubber import Scrubber
 from middleware.errors import PermanentError, TransientError
 from middleware.observability import observe_adapter_call, prepare_adapter_metrics
 from middleware.observability.logmask import register_secret
@@ -148,11 +149,6 @@ def describe_error(error: Any) -> tuple[str, bool]:
     return text, any(marker in text for marker in _TRANSIENT_MARKERS)
 
 
-def _excerpt(text: str, limit: int = ERROR_EXCERPT_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ----- client -------------------------------------------------------------------------------
 
 
@@ -187,6 +183,8 @@ class TrytonRpc:
         self.database = database
         self.username = username
         self._password = password
+        # a server may echo a request (the login carries the password) in its error answer
+        self._scrubber = Scrubber([password] if password else [])
         self.language = language
         self.timeout_s = timeout_s
         self.system = system
@@ -234,17 +232,24 @@ class TrytonRpc:
                 ) from None
             raise
         if not isinstance(result, list) or len(result) < 2:
-            raise PermanentError(f"unexpected login answer from Tryton: {_excerpt(repr(result))}", system=self.system)
+            raise PermanentError(
+                f"unexpected login answer from Tryton: {self._excerpt(repr(result))}", system=self.system
+            )
         user_id, token = int(result[0]), str(result[1])
         register_secret(token)
         raw = f"{self.username}:{user_id}:{token}".encode()
         header = "Session " + base64.b64encode(raw).decode("ascii")
         register_secret(header.split(" ", 1)[1])
+        self._scrubber.secrets.extend([token, header.split(" ", 1)[1]])
         context = self._post("model.res.user.get_preferences", [True, {}], header)
         self._session = Session(user_id, token, header, context if isinstance(context, dict) else {})
         self.logins += 1
         log.info("tryton_logged_in", system=self.system, database=self.database, user_id=user_id)
         return self._session
+
+    def _excerpt(self, text: str) -> str:
+        """`text` cut short for an error message, the password and session token blanked out."""
+        return self._scrubber.excerpt(text, ERROR_EXCERPT_CHARS)
 
     def _ensure_session(self) -> Session:
         session = self._session
@@ -308,7 +313,7 @@ class TrytonRpc:
             status = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
             observe_adapter_call(self.system, operation, status, "transient", time.perf_counter() - started)
             raise TransientError(
-                f"Tryton {method} failed: {type(exc).__name__}: {_excerpt(str(exc))}", system=self.system
+                f"Tryton {method} failed: {type(exc).__name__}: {self._excerpt(str(exc))}", system=self.system
             ) from None
         elapsed = time.perf_counter() - started
         self._note_server_time(response.headers.get("Date"))
@@ -318,7 +323,7 @@ class TrytonRpc:
             observe_adapter_call(
                 self.system, operation, str(status_code), "transient" if transient else "permanent", elapsed
             )
-            text = _excerpt(response.text)
+            text = self._excerpt(response.text)
             message = f"Tryton {method} → HTTP {status_code}: {text}"
             if status_code == 403 and auth is not None:
                 message += " (method not allowed over RPC, or access denied)"
@@ -336,12 +341,12 @@ class TrytonRpc:
         except ValueError:
             observe_adapter_call(self.system, operation, "200", "permanent", elapsed)
             raise PermanentError(
-                f"Tryton {method}: answer is not JSON: {_excerpt(response.text)}", system=self.system
+                f"Tryton {method}: answer is not JSON: {self._excerpt(response.text)}", system=self.system
             ) from None
         if isinstance(answer, dict) and "error" in answer:
             message, transient = describe_error(answer["error"])
             observe_adapter_call(self.system, operation, "200", "transient" if transient else "permanent", elapsed)
-            text = f"Tryton {method}: {_excerpt(message)}"
+            text = f"Tryton {method}: {self._excerpt(message)}"
             if transient:
                 raise TransientError(text, system=self.system)
             raise TrytonUserError(text, system=self.system)

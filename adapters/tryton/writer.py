@@ -72,7 +72,12 @@ class _Item:
 
 
 class TrytonWriter:
-    """Writes the entities of one Tryton system that have `write:` settings."""
+    """Writes the entities of one Tryton system that have `write:` settings.
+
+    The producing end of the Tryton Channel Adapter. With a `key_field`, records the
+    cross-reference does not know are looked up by it before a create, so a redelivered
+    record updates instead of duplicating (an Idempotent Receiver on Tryton's side).
+    """
 
     def __init__(self, system: str, config: TrytonSystemConfig, rpc: TrytonRpc) -> None:
         self.system = system

@@ -108,7 +108,11 @@ class Claim:
 
 
 class EventLedger:
-    """The seen event ids of a receiver's endpoints; thread-safe."""
+    """The seen event ids of a receiver's endpoints; thread-safe.
+
+    The Idempotent Receiver (enterprise integration patterns) of the webhook endpoints: an
+    event id already accepted is answered, not published again.
+    """
 
     def __init__(self, store: Store | None) -> None:
         self.store = store

@@ -344,7 +344,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WebhookReceiver:
-    """Serves the configured webhook endpoints on `host:port` (0 = any free port)."""
+    """Serves the configured webhook endpoints on `host:port` (0 = any free port).
+
+    An Event-Driven Consumer (enterprise integration patterns): the sender pushes events and
+    each becomes a canonical envelope (a Message Translator's first step) on the broker;
+    with `dedup:` an `EventLedger` makes the endpoint an Idempotent Receiver.
+    """
 
     def __init__(
         self,

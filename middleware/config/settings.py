@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from middleware.adapter import adapter_types, load_adapter_class
+from middleware.adapter import Capability, adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
 from middleware.broker.topics import topic_matches
 from middleware.config.envrefs import resolve_env_refs
@@ -414,6 +414,25 @@ def _cross_check(
                 )
             )
 
+    def capability_problem(path: tuple[str | int, ...], system: str, needed: Capability, role: str) -> bool:
+        """A problem (and True) when `system`'s adapter does not declare `needed`; the declaration, not a probe."""
+        if system not in systems:
+            return False
+        type_name = systems[system][0]
+        if needed in load_adapter_class(type_name).capabilities:
+            return False
+        able = [t for t in adapter_types() if needed in load_adapter_class(t).capabilities]
+        problems.append(
+            Problem(
+                f"system {system!r} ({type_name}) cannot {needed}: its adapter does not declare the "
+                f"{needed!r} capability, so it cannot be {role}",
+                doc.locate(path),
+                ".".join(map(str, path)),
+                f"use a system whose adapter can {needed} ({', '.join(able) or 'none installed'})",
+            )
+        )
+        return True
+
     def entity_problem(path: tuple[str | int, ...], system: str, entity: str, direction: str) -> None:
         if system not in systems:
             return
@@ -447,17 +466,21 @@ def _cross_check(
         names[route.name] = i
         if route.to.flow is None:  # flow targets are checked with the flows (they need the mappings)
             system_problem(("routes", i, "to", "system"), route.to.system)
-            entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
+            if not capability_problem(("routes", i, "to", "system"), route.to.system, "write", "a route's target"):
+                entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
         if route.from_system:
             system_problem(("routes", i, "from_system"), route.from_system)
     for i, source in enumerate(model.sources):
         system_problem(("sources", i, "system"), source.system)
-        entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
+        if not capability_problem(("sources", i, "system"), source.system, "read", "a source"):
+            entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
     problems.extend(check_two_way_routes(model.routes, doc.locate))
-    _check_reconcile(model, doc, problems, entity_problem)
+    _check_reconcile(model, doc, problems, entity_problem, capability_problem)
 
 
-def _check_reconcile(model: IsthmusConfig, doc: YamlDocument, problems: list[Problem], entity_problem: Any) -> None:
+def _check_reconcile(
+    model: IsthmusConfig, doc: YamlDocument, problems: list[Problem], entity_problem: Any, capability_problem: Any
+) -> None:
     """Each reconciled route exists, reads its target, and has exactly one feed to compare with it."""
     routes = {route.name: route for route in model.routes}
     by_name = {feed.name: feed for feed in feeds(model)}
@@ -474,7 +497,8 @@ def _check_reconcile(model: IsthmusConfig, doc: YamlDocument, problems: list[Pro
                 )
             )
             continue
-        entity_problem(where, route.to.system, route.to.entity, "read")
+        if not capability_problem(where, route.to.system, "read", "reconciled"):
+            entity_problem(where, route.to.system, route.to.entity, "read")
         if settings.source is not None:
             feed = by_name.get(settings.source)
             path = f"reconcile.{name}.source"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from middleware.adapter import load_adapter_class
+from middleware.adapter import load_adapter_class, operations_of
 from middleware.errors import ConfigError, Problem, SourceLocation
 from middleware.mapping import MappingSet, compile_document, entity_model
 from middleware.mapping.conditions import compile_condition, key_text
@@ -469,6 +469,14 @@ class _FlowCompiler:
         if system not in self.systems:
             self.log.add(f"unknown system {system!r}", (*path, "system"), did_you_mean(system, self.systems))
             return
+        type_name = self.systems[system][0]
+        if "write" not in load_adapter_class(type_name).capabilities:
+            self.log.add(
+                f"system {system!r} ({type_name}) cannot write: its adapter does not declare the 'write' capability",
+                (*path, "system"),
+                "write and ensure steps need an adapter that can write",
+            )
+            return
         entities = getattr(self.systems[system][1], "entities", None) or {}
         spec = entities.get(entity) if isinstance(entities, dict) else None
         if spec is None:
@@ -489,12 +497,12 @@ class _FlowCompiler:
             self.log.add(f"unknown system {system!r}", (*path, "system"), did_you_mean(system, self.systems))
             return
         type_name = self.systems[system][0]
-        operations = getattr(load_adapter_class(type_name), "operations", None)
+        operations = operations_of(load_adapter_class(type_name))
         if not operations:
             self.log.add(
                 f"system {system!r} ({type_name}) offers no operations to call",
                 (*path, "system"),
-                "call steps need an adapter with operations, e.g. tryton",
+                "call steps need an adapter that declares the 'call' capability, e.g. tryton",
             )
         elif operation not in operations:
             self.log.add(

@@ -7,8 +7,9 @@ Built-ins (their settings are checked by `middleware.flows.spec`):
   (transient) for another route to sync it.
 * `write` — write a record built by mappings or inline fields through the target system's
   writer (update when the xref knows the target id, else create), and link the xref.
-* `call` — an operation of an adapter that offers them (`operations`, e.g. Tryton's
-  `sale.confirm`), with parameters built in the mapping language.
+* `call` — an operation of an adapter that declares the `call` capability (a
+  `middleware.adapter.Caller`, e.g. Tryton's `sale.confirm`), with arguments built in the
+  mapping language.
 * `wait_for` — park the run until a signal (a message routed to the flow as that signal, e.g.
   an approval or an invoice) is there and satisfies `until:`.
 * `emit` — publish a canonical message (routes then carry it, e.g. a status to the CRM).
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
 
-from middleware.adapter import Writer, WriteRequest, WriteResult
+from middleware.adapter import Writer, WriteRequest, WriteResult, caller_of
 from middleware.broker.base import OutgoingMessage
 from middleware.errors import PermanentError, TransientError, XrefMissingError
 from middleware.mapping import to_json_ready
@@ -156,8 +157,8 @@ class Call:
 
     def run(self, step: StepRun) -> dict[str, Any]:
         params = self.params.build(step.context, step.services.mapping_context) if self.params else {}
-        adapter: Any = step.adapter(self.system)
-        output = adapter.call(self.operation, params or {})
+        caller = caller_of(step.adapter(self.system), self.system)  # the loader checked the declaration
+        output = caller.call(self.operation, params or {}, step.correlation_id)
         if not isinstance(output, dict):
             raise PermanentError(f"{self.system} {self.operation} returned {type(output).__name__}, not an object")
         return to_json_ready(output)  # type: ignore[no-any-return]

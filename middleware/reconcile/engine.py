@@ -301,8 +301,10 @@ class Reconciler:
     ) -> None:
         self.plan = plan
         self.store = store
-        self.source_reader = adapter(plan.feed.system).reader()
-        self.target_reader = adapter(plan.route.to.system).reader()
+        self.source = adapter(plan.feed.system)
+        self.target = adapter(plan.route.to.system)
+        self.source_reader = self.source.reader()
+        self.target_reader = self.target.reader()
         self._adapter = adapter
         self.map_record = map_record or build_route_mapper(config, plan.route.mappings, store)[0]
 
@@ -321,14 +323,14 @@ class Reconciler:
 
         gone_targets: set[str] = set()
         for unlisted in sorted(set(forward.values()) - targets.keys(), key=_id_order):
-            confirmed = read_record(self.target_reader, to.entity, unlisted)
+            confirmed = read_record(self.target, to.entity, unlisted)
             if confirmed is None:
                 gone_targets.add(unlisted)
             else:
                 targets[unlisted] = confirmed
         gone_sources: set[str] = set()
         for unlisted in sorted(set(backward.values()) - sources.keys(), key=_id_order):
-            confirmed = read_record(self.source_reader, feed.entity, unlisted)
+            confirmed = read_record(self.source, feed.entity, unlisted)
             if confirmed is None:
                 gone_sources.add(unlisted)
             else:
@@ -360,7 +362,7 @@ class Reconciler:
                     Drift("missing", source_id, target_id, reason, target_deleted=True, record=record, mapped=mapped)
                 )
                 continue
-            expected = stored_form(self.target_reader, to.entity, mapped)
+            expected = stored_form(self.target, to.entity, mapped)
             comparison = compare(expected, targets[target_id].data, ignore)
             report.compared += 1
             report.uncompared |= comparison.uncompared

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from middleware.adapter import Adapter, Reader, SourceRecord, read_record, stored_form
+from middleware.adapter import Adapter, SourceRecord, read_record, stored_form
 from middleware.broker.base import Broker
 from middleware.config import LoadedConfig
 from middleware.errors import ConfigError, Problem
@@ -131,7 +131,7 @@ def replay_record(
     plan = choose_plan(config, system, entity, route)
     to = plan.route.to
     outcome = ReplayOutcome(f"{system}:{entity}:{record_id}", plan.name, plan.target_label, "dry-run")
-    record = read_record(adapter(system).reader(), entity, record_id)
+    record = read_record(adapter(system), entity, record_id)
     if record is None:
         outcome.action, outcome.detail = "not-found", f"{system} has no {entity} {record_id!r}"
         return outcome
@@ -145,11 +145,11 @@ def replay_record(
         outcome.action, outcome.detail = "filtered", f"the mapping of route {plan.name} skips this record (when:)"
         return outcome
     source_ref = RecordRef(system, entity, record_id)
-    target_reader = adapter(to.system).reader()
+    target = adapter(to.system)
     readable = _readable(config, to.system, to.entity)
-    outcome.target_id, current = _linked_target(store, target_reader, plan, source_ref, readable)
+    outcome.target_id, current = _linked_target(store, target, plan, source_ref, readable)
     outcome.target_exists = None if not readable else (current is not None if outcome.target_id else False)
-    expected = stored_form(target_reader, to.entity, mapped) if readable else mapped
+    expected = stored_form(target, to.entity, mapped) if readable else mapped
     comparison = compare(expected, current.data if current else None, plan.settings.ignore_fields)
     outcome.diffs, outcome.uncompared = comparison.diffs, comparison.uncompared
     if dry_run:
@@ -174,7 +174,7 @@ def replay_record(
         if not outcome.ok:
             return outcome
     if readable:  # verify: read the linked target again
-        _target_id, after = _linked_target(store, target_reader, plan, source_ref, readable)
+        _target_id, after = _linked_target(store, target, plan, source_ref, readable)
         outcome.remaining = compare(expected, after.data if after else None, plan.settings.ignore_fields).diffs
         if outcome.remaining:
             fields = ", ".join(d.path for d in outcome.remaining)
@@ -190,14 +190,14 @@ def _readable(config: LoadedConfig, system: str, entity: str) -> bool:
 
 
 def _linked_target(
-    store: Store, reader: Reader, plan: RoutePlan, source_ref: RecordRef, readable: bool
+    store: Store, target: Adapter, plan: RoutePlan, source_ref: RecordRef, readable: bool
 ) -> tuple[str | None, SourceRecord | None]:
     """(the linked target id, its record now); the record is None without a link, when deleted, or unreadable."""
     to = plan.route.to
     link = store.lookup(source_ref, to.system)
     if link is None or link.entity != to.entity:
         return None, None
-    return link.id, read_record(reader, to.entity, link.id) if readable else None
+    return link.id, read_record(target, to.entity, link.id) if readable else None
 
 
 def _apply_through_route(

@@ -39,6 +39,17 @@ class Answer:
 Respond = Callable[[Seen], Answer]
 
 
+def echo(status: int) -> Respond:
+    """Answer every request with `status` and what it was sent (headers and body), as careless servers do.
+
+    A secret in a request (a token header, a password in a login body) then reaches the
+    adapter's error text unless the adapter blanks it: the contract suite's fault servers.
+    """
+    return lambda seen: Answer(
+        status, {"error": "refused", "headers": seen.headers, "body": seen.body.decode(errors="replace")}
+    )
+
+
 class StubServer:
     def __init__(self, respond: Respond) -> None:
         self.respond = respond

@@ -62,14 +62,6 @@ def test_each_auth_type_sends_its_header(stub_server, auth, header, expected) ->
     assert server.seen[0].headers["x-tenant"] == "t1"
 
 
-def test_secrets_are_not_shown_by_the_config() -> None:
-    config = RestSystemConfig.model_validate(
-        {"base_url": "http://x", "auth": {"type": "bearer", "token": "very-secret"}}
-    )
-    assert "very-secret" not in repr(config)
-    assert "very-secret" not in config.model_dump_json()
-
-
 def paged(seen: Seen) -> Answer:
     page, size = int(seen.query["page"]), int(seen.query["page_size"])
     rows = RECORDS[(page - 1) * size : page * size]
@@ -201,18 +193,6 @@ def test_rate_limit_that_does_not_end_raises_transient_with_retry_after(stub_ser
         read_all(adapter)
     assert caught.value.status == 429 and caught.value.retry_after == 7
     assert len(server.seen) == 3
-
-
-@pytest.mark.parametrize(("status", "error"), [(500, TransientError), (503, TransientError), (404, PermanentError)])
-def test_read_failures_are_classified(stub_server, status, error) -> None:
-    server = stub_server(lambda seen: Answer(status, {"error": "nope"}))
-    with pytest.raises(error):
-        read_all(rest(server.url, BASIC_READ))
-
-
-def test_unreachable_source_is_transient(closed_port) -> None:
-    with pytest.raises(TransientError):
-        read_all(rest(f"http://127.0.0.1:{closed_port}", BASIC_READ))
 
 
 def test_record_without_its_id_is_a_permanent_error(stub_server) -> None:

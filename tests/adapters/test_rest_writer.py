@@ -95,18 +95,6 @@ def test_timeout_is_transient(stub_server) -> None:
     assert result.outcome == "transient" and "Timeout" in result.error
 
 
-def test_connection_refused_is_transient(closed_port) -> None:
-    (result,) = writer_for(f"http://127.0.0.1:{closed_port}", UPSERT).writer().write_batch([request()])
-    assert result.outcome == "transient" and "ConnectionError" in result.error
-
-
-def test_secrets_never_appear_in_errors(stub_server) -> None:
-    server = stub_server(lambda seen: Answer(400, {"error": "bad", "echo": seen.headers.get("authorization")}))
-    adapter = writer_for(server.url, UPSERT, auth={"type": "bearer", "token": "s3cr3t-token"})
-    (result,) = adapter.writer().write_batch([request()])
-    assert result.outcome == "permanent" and "s3cr3t-token" not in result.error and "***" in result.error
-
-
 def test_upsert_fills_placeholders_url_quoted_and_drops_url_only_fields(stub_server) -> None:
     server = stub_server(lambda seen: Answer(200, {}))
     write = {"mode": "upsert", "method": "PATCH", "path": "/orders/{order_id}", "drop_fields": ["order_id"]}
@@ -262,11 +250,6 @@ def test_check_reports_reachable_and_authenticated(crm) -> None:
     assert "wrong" not in result.detail
 
 
-def test_check_reports_unreachable(closed_port) -> None:
-    result = RestAdapter("x", {"base_url": f"http://127.0.0.1:{closed_port}", "timeout_s": 1}).check()
-    assert result.reachable is False and result.detail
-
-
 def test_check_uses_the_health_path(stub_server) -> None:
     server = stub_server(lambda seen: Answer(200, {"ok": True}))
     RestAdapter("x", {"base_url": server.url + "/", "health_path": "/health"}).check()
@@ -277,7 +260,6 @@ def test_check_uses_the_health_path(stub_server) -> None:
     ("settings", "message"),
     [
         ({"base_url": "ftp://x"}, "http://"),
-        ({"base_url": "http://x", "colour": "blue"}, "Extra inputs"),
         ({"base_url": "http://x", "auth": {"type": "oauth"}}, "does not match any of the expected tags"),
         ({"base_url": "http://x", "concurrency": 20, "max_connections": 4}, "exceeds max_connections"),
         ({"base_url": "http://x", "entities": {"a": {"write": {"mode": "upsert"}}}}, "needs 'path'"),

@@ -67,8 +67,20 @@ class ListOnlyReader:
             yield ReadPage(records, None)
 
 
+class ListOnlyAdapter:
+    """An adapter that declares only `read`: no read_one, no stored form."""
+
+    capabilities = frozenset({"read"})
+
+    def __init__(self) -> None:
+        self._reader = ListOnlyReader()
+
+    def reader(self) -> ListOnlyReader:
+        return self._reader
+
+
 def test_a_reader_without_read_one_is_read_whole_and_filtered() -> None:
-    reader = ListOnlyReader()
+    reader: Any = ListOnlyAdapter()
     found = read_record(reader, "thing", "2")
     assert found is not None and found.version == "v2"  # the last one read wins, as for a poller
     assert read_record(reader, "thing", "3") is None

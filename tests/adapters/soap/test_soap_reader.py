@@ -145,12 +145,6 @@ def test_single_record_answer_with_constant_arguments_filtered_by_watermark(
     assert later.records == []  # no since_argument: older records are dropped here
 
 
-def test_server_fault_on_read_is_transient(legacy_erp, soap_adapter: AdapterFactory) -> None:
-    legacy_erp.server_fault = "database is locked"
-    with pytest.raises(TransientError, match="ListCustomersChangedSince: SOAP fault Server: database is locked"):
-        read(soap_adapter(legacy_erp))
-
-
 def test_client_fault_on_read_is_permanent(legacy_erp, soap_adapter: AdapterFactory) -> None:
     with pytest.raises(PermanentError, match="SOAP fault Client.NotFound: unknown article 'SKU-1'"):
         read(soap_adapter(legacy_erp), "stock")

@@ -97,18 +97,6 @@ def test_wrong_password_is_refused_without_echoing_it(tryton: LocalTryton) -> No
         adapter.close()
 
 
-def test_unreachable_server_makes_writes_transient(tryton: LocalTryton) -> None:
-    settings = tryton.system_settings({"party": {"write": {}}})
-    settings["url"] = "http://127.0.0.1:9"  # discard port: nothing listens
-    adapter = TrytonAdapter("tryton", settings)
-    try:
-        assert adapter.check().reachable is False
-        (written,) = adapter.writer().write_batch([WriteRequest("party", {"name": "X"}, key="k@1")])
-        assert written.outcome == "transient"
-    finally:
-        adapter.close()
-
-
 def test_ended_session_is_renewed_and_the_call_repeated(adapter: TrytonAdapter, tag: str) -> None:
     adapter.writer().write_batch([party(tag, 1)])
     assert adapter.rpc.logins == 1
