@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import queue
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -294,6 +295,22 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
         self.receiver = receiver
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One structured event instead of socketserver's traceback on stderr.
+
+        A sender that resets or drops its connection mid-request (a timeout on its side, a
+        load balancer's health probe) is routine: `webhook_connection_reset` at info, with
+        nothing published for that request (the publish happens only after the whole body
+        was read) and nothing promised to the sender. Anything else is a bug of ours:
+        `webhook_request_failed` at error, with the traceback inside the JSON event.
+        """
+        exc = sys.exc_info()[1]
+        client = f"{client_address[0]}:{client_address[1]}" if isinstance(client_address, tuple) else None
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.info("webhook_connection_reset", client=client, error=type(exc).__name__)
+        else:
+            log.error("webhook_request_failed", client=client, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
