@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from adapters.tryton.check import entity_permissions, server_version
 from adapters.tryton.config import TrytonSystemConfig
 from adapters.tryton.operations import OPERATIONS, TrytonOperations
 from adapters.tryton.reader import TrytonReader
@@ -53,7 +54,8 @@ class TrytonAdapter:
         return self._operations.call(operation, params)
 
     def check(self) -> CheckResult:
-        """Log in and read the user's company: reachable, authenticated, and which company it is."""
+        """Log in and read the user's company, the server's version and the user's access rights per model
+        (`ir.model.access`) for what the entities read and write (see adapters/tryton/check.py)."""
         try:
             self.rpc.login()
             context = self.rpc.context
@@ -61,15 +63,23 @@ class TrytonAdapter:
             return CheckResult(self.name, reachable=False, detail=str(exc))
         except PermanentError as exc:
             reachable = exc.status is not None
-            return CheckResult(self.name, reachable=reachable, authenticated=False if reachable else None,
-                               detail=str(exc))
+            return CheckResult(
+                self.name, reachable=reachable, authenticated=False if reachable else None, detail=str(exc)
+            )
         company = context.get("company.rec_name") or context.get("company")
+        extra: dict[str, Any] = {"company": context.get("company"), "language": context.get("language")}
+        try:
+            series = server_version(self.rpc, self.config.url, self.config.timeout_s)
+            extra["version"] = f"Tryton {series}" if series else None
+            extra["permissions"], extra["access"] = entity_permissions(self.config, self.rpc)
+        except (TransientError, PermanentError) as exc:
+            extra["problems"] = [f"could not read the version or access rights: {exc}"]
         return CheckResult(
             self.name,
             reachable=True,
             authenticated=True,
             detail=f"logged in to {self.config.database!r} as {self.config.username!r}; company {company!r}",
-            extra={"company": context.get("company"), "language": context.get("language")},
+            extra=extra,
         )
 
     def close(self) -> None:

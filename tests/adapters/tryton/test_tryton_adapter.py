@@ -142,8 +142,9 @@ def test_known_party_is_updated_not_duplicated_even_without_the_xref(adapter: Tr
     moved.target_id = created.target_id
     (by_xref,) = adapter.writer().write_batch([moved])
     assert by_xref.target_id == created.target_id
-    found = adapter.rpc.model("party.party", "search_read", [("code", "=", f"C-{tag}-1")], 0, None, None,
-                              ["name", "addresses.city"])
+    found = adapter.rpc.model(
+        "party.party", "search_read", [("code", "=", f"C-{tag}-1")], 0, None, None, ["name", "addresses.city"]
+    )
     assert len(found) == 1
     assert [a["city"] for a in found[0]["addresses."]] == ["Hamburg"]
 
@@ -168,8 +169,9 @@ def test_product_is_created_as_a_salable_variant_found_by_its_code(adapter: Tryt
         [WriteRequest("product", {**record, "list_price": "13.00"}, key=f"p/P-{tag}@2")]
     )
     assert again.target_id == created.target_id
-    (row,) = adapter.rpc.model("product.product", "read", [int(created.target_id or 0)],
-                               ["code", "salable", "sale_uom", "list_price_used"])
+    (row,) = adapter.rpc.model(
+        "product.product", "read", [int(created.target_id or 0)], ["code", "salable", "sale_uom", "list_price_used"]
+    )
     assert row["code"] == f"P-{tag}" and row["salable"] and row["sale_uom"]
     assert row["list_price_used"] == Decimal("13.00")
 
@@ -179,8 +181,12 @@ def test_order_becomes_a_confirmed_sale_that_reserves_stock_and_ships(adapter: T
     before = _available(adapter, "WIDGET-1")
     (written,) = adapter.writer().write_batch([sale(tag, customer.target_id or "", qty="3")])
     assert written.outcome == "ok", written.error
-    (row,) = adapter.rpc.model("sale.sale", "read", [int(written.target_id or 0)],
-                               ["state", "shipments", "invoices", "total_amount", "invoice_address"])
+    (row,) = adapter.rpc.model(
+        "sale.sale",
+        "read",
+        [int(written.target_id or 0)],
+        ["state", "shipments", "invoices", "total_amount", "invoice_address"],
+    )
     assert row["state"] == "processing"  # confirmed, and processed: shipment and invoice made
     assert row["invoice_address"] and row["total_amount"] == Decimal("71.04")  # 3 × 19.90 + 19 % VAT
     (shipment,) = adapter.rpc.model("stock.shipment.out", "read", row["shipments"], ["state"])
@@ -250,7 +256,10 @@ def test_shipment_invoice_and_stock_come_back_with_the_order_reference(adapter: 
     (invoice,) = [i for i in invoices if i.data["sales"][0]["reference"] == f"SO-{tag}-1"]
     assert invoice.data["state"] == "posted"
     assert (invoice.data["untaxed_amount"], invoice.data["tax_amount"], invoice.data["total_amount"]) == (
-        "39.80", "7.56", "47.36")
+        "39.80",
+        "7.56",
+        "47.36",
+    )
     levels, _ = read_all(adapter, "stock", stock_mark)
     widget = [lv.data for lv in levels if lv.data["code"] == "WIDGET-1"]
     assert widget and Decimal(widget[0]["reserved"]) >= 2
@@ -259,8 +268,13 @@ def test_shipment_invoice_and_stock_come_back_with_the_order_reference(adapter: 
 
 def _available(adapter: TrytonAdapter, code: str) -> Decimal:
     (product,) = adapter.rpc.model("product.product", "search", [("code", "=", code)], 0, 1, None)
-    (row,) = adapter.rpc.model("product.product", "read", [product], ["quantity"],
-                               context={"locations": [_warehouse(adapter)], "stock_assign": True})
+    (row,) = adapter.rpc.model(
+        "product.product",
+        "read",
+        [product],
+        ["quantity"],
+        context={"locations": [_warehouse(adapter)], "stock_assign": True},
+    )
     return Decimal(str(row["quantity"]))
 
 
@@ -279,6 +293,50 @@ def test_archived_customer_becomes_an_inactive_party_that_can_still_change(adapt
     renamed.target_id = created.target_id
     (changed,) = adapter.writer().write_batch([renamed])
     assert changed.outcome == "ok", changed.error
-    (row,) = adapter.rpc.model("party.party", "search_read", [("id", "=", int(created.target_id or 0))], 0, None,
-                               None, ["name", "active"], context={"active_test": False})
+    (row,) = adapter.rpc.model(
+        "party.party",
+        "search_read",
+        [("id", "=", int(created.target_id or 0))],
+        0,
+        None,
+        None,
+        ["name", "active"],
+        context={"active_test": False},
+    )
     assert row["name"] == f"Still archived {tag}" and not row["active"]
+
+
+def test_check_reports_the_tryton_version_and_the_access_each_entity_needs(adapter: TrytonAdapter) -> None:
+    import trytond
+
+    result = adapter.check()
+    series = ".".join(trytond.__version__.split(".")[:2])
+    assert result.extra["version"] == f"Tryton {series}"
+    permissions = {(p["entity"], p["access"]): p for p in result.extra["permissions"]}
+    assert permissions[("party", "write")]["ok"] is True  # admin may do everything
+    assert permissions[("sale", "read")]["ok"] is True
+    assert ("shipment", "write") not in permissions  # read-only entity: nothing to ask
+    assert result.extra["access"]["sale.line"]["create"] is True
+
+
+def test_check_names_the_access_rights_a_restricted_user_lacks(
+    adapter: TrytonAdapter, tryton: LocalTryton, tag: str
+) -> None:
+    # a user in no group: Tryton's rules let everyone use parties, and only the Sales group use sales
+    login, password = f"intake-{tag.lower()}", f"Pw-{tag}-long-enough-1"
+    adapter.rpc.model("res.user", "create", [{"name": f"Clerk {tag}", "login": login, "password": password}])
+    entities = {"party": {"read": {}, "write": {"key_field": "code"}}, "sale": {"read": {}, "write": {}}}
+    settings = tryton.system_settings(entities)
+    settings.update(username=login, password=password)
+    restricted = TrytonAdapter("tryton", settings)
+    try:
+        result = restricted.check()
+    finally:
+        restricted.close()
+    assert result.reachable and result.authenticated
+    permissions = {(p["entity"], p["access"]): p for p in result.extra["permissions"]}
+    assert permissions[("party", "write")]["ok"] is True
+    assert permissions[("sale", "read")]["ok"] is False
+    write = permissions[("sale", "write")]
+    assert write["ok"] is False
+    assert "create sale.sale" in write["detail"] and "write sale.line" in write["detail"] and login in write["detail"]
