@@ -52,6 +52,7 @@ class CheckedSystem(Protocol):
     budget: RequestBudget | None
     credentials: Credentials
 
+
 REFUSED = frozenset({401, 403})
 MISSING = frozenset({404, 405})
 
