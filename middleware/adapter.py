@@ -6,9 +6,10 @@ records), a writer (a batch of mapped records → one result per record), or bot
 `check` that tests the connection without moving data. Adapters classify failures at the
 edge: a `WriteResult` says ok, transient or permanent; the worker decides what follows.
 
-Readers may offer two optional capabilities, found by `isinstance` at run time: `read_one`
-(`RecordReader`) and `stored_form` (`StoredFormReader`); `read_record` and `stored_form`
-below fall back to what every reader can do.
+Readers may offer three optional capabilities, found by `isinstance` at run time: `read_one`
+(`RecordReader`), `stored_form` (`StoredFormReader`) and `start_watermark`
+(`StartingReader`); `read_record` and `stored_form` below fall back to what every reader
+can do.
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ class StoredFormReader(Protocol):
     """
 
     def stored_form(self, entity: str, record: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class StartingReader(Protocol):
+    """Optional reader capability: where a source with no watermark yet starts polling.
+
+    None means from the beginning (every record). A reader configured to start "from now"
+    returns the current time as a watermark; the poller stores it before the first read, so
+    records older than the source are never published. A read from no watermark
+    (`read_changes(entity, None)`: reconciliation, full batches) still returns every record.
+    """
+
+    def start_watermark(self, entity: str) -> str | None: ...
 
 
 def read_record(reader: Reader, entity: str, record_id: str) -> SourceRecord | None:

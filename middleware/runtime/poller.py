@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from middleware.adapter import Reader, SourceRecord
+from middleware.adapter import Reader, SourceRecord, StartingReader
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.config import SourceConfig
 from middleware.errors import IsthmusError
@@ -79,6 +79,11 @@ class SourcePoller:
         """Read every page of changes since the watermark and publish them; returns the count."""
         cfg = self.config
         watermark = self.store.get_watermark(self._watermark_name)
+        if watermark is None and isinstance(self.reader, StartingReader):
+            watermark = self.reader.start_watermark(cfg.entity)
+            if watermark:  # stored first: a later poll continues from here, not from a later "now"
+                self.store.set_watermark(self._watermark_name, watermark)
+                log.info("watermark_started", source=cfg.name, watermark=watermark)
         boundary = set(json.loads(self.store.get_watermark(self._boundary_name) or "[]"))
         read: list[tuple[datetime, str]] = []  # (occurred_at, key) of every record read this poll
         count = 0

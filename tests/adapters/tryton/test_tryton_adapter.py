@@ -340,3 +340,45 @@ def test_check_names_the_access_rights_a_restricted_user_lacks(
     write = permissions[("sale", "write")]
     assert write["ok"] is False
     assert "create sale.sale" in write["detail"] and "write sale.line" in write["detail"] and login in write["detail"]
+
+
+def test_a_source_with_start_now_publishes_only_changes_made_after_it_started(
+    tryton: LocalTryton, tag: str, tmp_path: Any
+) -> None:
+    from middleware.broker import open_broker
+    from middleware.config import SourceConfig
+    from middleware.message import Envelope
+    from middleware.runtime.poller import SourcePoller
+    from middleware.store import open_store
+
+    settings = tryton.system_settings({"party": {"read": {"start": "now"}, "write": {"key_field": "code"}}})
+    settings["settle_s"] = 0
+    erp = TrytonAdapter("tryton", settings)
+    broker = open_broker(f"embedded:///{tmp_path}/broker.db")
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    broker.setup_route("parties", ["party.changed"])
+    source = SourceConfig(name="tryton_parties", system="tryton", entity="party", emits="party.changed")
+    poller = SourcePoller(source, erp.reader(), broker, store)
+    try:
+        (old,) = erp.writer().write_batch([party(tag, 1)])  # exists before the source starts
+        assert old.outcome == "ok"
+        time.sleep(1.1)  # Tryton's change times have one-second steps on SQLite
+        assert poller.poll_once() == 0
+        started = store.get_watermark("source:tryton_parties")
+        assert started is not None and datetime.fromisoformat(started) > datetime(2026, 1, 1, tzinfo=UTC)
+        (new,) = erp.writer().write_batch([party(tag, 2)])
+        assert new.outcome == "ok"
+        published: list[str] = []
+        deadline = time.monotonic() + 10
+        while not published and time.monotonic() < deadline:
+            poller.poll_once()
+            deliveries = broker.fetch("parties", 100, 0.2)
+            broker.ack(deliveries)
+            published += [Envelope.from_bytes(d.body).payload["code"] for d in deliveries]
+        assert published == [f"C-{tag}-2"]  # the party made before the start is not published
+        everything = {r.data["code"] for r in read_all(erp, "party")[0]}
+        assert f"C-{tag}-1" in everything  # a read from no watermark (reconciliation) still sees it
+    finally:
+        erp.close()
+        broker.close()
+        store.close()
