@@ -6,9 +6,9 @@ records), a writer (a batch of mapped records → one result per record), or bot
 `check` that tests the connection without moving data. Adapters classify failures at the
 edge: a `WriteResult` says ok, transient or permanent; the worker decides what follows.
 
-Readers may offer three optional capabilities, found by `isinstance` at run time: `read_one`
-(`RecordReader`), `stored_form` (`StoredFormReader`) and `start_watermark`
-(`StartingReader`); `read_record` and `stored_form` below fall back to what every reader
+Readers may offer four optional capabilities, found by `isinstance` at run time: `read_one`
+(`RecordReader`), `stored_form` (`StoredFormReader`), `start_watermark` (`StartingReader`)
+and `read_item` (`ItemReader`); `read_record` and `stored_form` below fall back to what every reader
 can do.
 """
 
@@ -104,6 +104,18 @@ class StoredFormReader(Protocol):
     """
 
     def stored_form(self, entity: str, record: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ItemReader(Protocol):
+    """Optional reader capability: one record by id at a given path (a webhook's `item_path`).
+
+    The record is built as the entity's list read builds it (id, version, change time), so a
+    record fetched for a webhook and the same record polled are one change with one version.
+    None when the system answers that there is no such record (404).
+    """
+
+    def read_item(self, entity: str, record_id: str, path: str) -> SourceRecord | None: ...
 
 
 @runtime_checkable

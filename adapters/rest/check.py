@@ -52,7 +52,6 @@ class CheckedSystem(Protocol):
     budget: RequestBudget | None
     credentials: Credentials
 
-
 REFUSED = frozenset({401, 403})
 MISSING = frozenset({404, 405})
 

@@ -157,7 +157,17 @@ class RestReader:
             for page in self.read_changes(entity, None):
                 found = next((r for r in page.records if r.record_id == record_id), found)
             return found
-        url = self.config.base_url + spec.item_path.format(id=quote(record_id, safe=""))
+        return self.read_item(entity, record_id, spec.item_path)
+
+    def read_item(self, entity: str, record_id: str, path: str) -> SourceRecord | None:
+        """GET one record at `path` (`{id}` → the record id, quoted); None on 404.
+
+        Built with the entity's read settings (id, version, change time; in snapshot mode the
+        content hash is the version), so the record a webhook trigger fetches and the one the
+        snapshot poll reads have the same version when their content is the same.
+        """
+        spec = self._spec(entity)
+        url = self.config.base_url + path.format(id=quote(record_id, safe=""))
         try:
             body, _headers = self._get(url, {}, spec)
         except PermanentError as exc:

@@ -63,9 +63,8 @@ class TrytonAdapter:
             return CheckResult(self.name, reachable=False, detail=str(exc))
         except PermanentError as exc:
             reachable = exc.status is not None
-            return CheckResult(
-                self.name, reachable=reachable, authenticated=False if reachable else None, detail=str(exc)
-            )
+            return CheckResult(self.name, reachable=reachable, authenticated=False if reachable else None,
+                               detail=str(exc))
         company = context.get("company.rec_name") or context.get("company")
         extra: dict[str, Any] = {"company": context.get("company"), "language": context.get("language")}
         try:

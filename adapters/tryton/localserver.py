@@ -124,28 +124,13 @@ def prepare_database(log: Path | None = None) -> PreparedDatabase:
         out = log.open("ab") if log else subprocess.DEVNULL
         try:
             _run(
-                [
-                    _bin("trytond-admin"),
-                    "-c",
-                    str(conf),
-                    "-d",
-                    DATABASE,
-                    "--all",
-                    "--email",
-                    "admin@isthmus.invalid",
-                    "-u",
-                    *MODULES,
-                    "--activate-dependencies",
-                ],
-                env,
-                out,
-                "trytond-admin (creating the database)",
+                [_bin("trytond-admin"), "-c", str(conf), "-d", DATABASE, "--all", "--email", "admin@isthmus.invalid",
+                 "-u", *MODULES, "--activate-dependencies"],
+                env, out, "trytond-admin (creating the database)",
             )
             _run(
                 [sys.executable, "-m", "adapters.tryton.localsetup", "--config", str(conf), "--database", DATABASE],
-                env,
-                out,
-                "adapters.tryton.localsetup (configuring company, accounts, products, stock)",
+                env, out, "adapters.tryton.localsetup (configuring company, accounts, products, stock)",
             )
         finally:
             if log and not isinstance(out, int):

@@ -122,7 +122,9 @@ class TrytonReader:
             if spec is not None and spec.get("type") == "one2many" and isinstance(value, list):
                 relation = str(spec["relation"])
                 parent = spec.get("relation_field")
-                required = [f for f, s in self.catalog.fields(relation).items() if s.get("required") and f != parent]
+                required = [
+                    f for f, s in self.catalog.fields(relation).items() if s.get("required") and f != parent
+                ]
                 out[name] = [
                     self._stored(relation, item) if isinstance(item, dict) else item
                     for item in value

@@ -75,7 +75,9 @@ class FieldCatalog:
         if found is None:
             raw = self.rpc.model(model, "fields_get", None)
             found = {
-                name: {k: spec.get(k) for k in self.ATTRIBUTES} for name, spec in raw.items() if isinstance(spec, dict)
+                name: {k: spec.get(k) for k in self.ATTRIBUTES}
+                for name, spec in raw.items()
+                if isinstance(spec, dict)
             }
             self._models[model] = found
         return found
@@ -136,7 +138,9 @@ class Converter:
                 raise RecordProblem(f"{model}.{name} takes a list of objects, got {type(value).__name__}")
             relation = spec["relation"]
             parent_field = spec.get("relation_field")
-            required = [f for f, s in self.catalog.fields(relation).items() if s.get("required") and f != parent_field]
+            required = [
+                f for f, s in self.catalog.fields(relation).items() if s.get("required") and f != parent_field
+            ]
             items = []
             for item in value:
                 if not isinstance(item, dict):

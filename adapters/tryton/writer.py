@@ -165,13 +165,7 @@ class TrytonWriter:
         if not wanted:
             return
         rows = self.rpc.model(
-            model,
-            "search_read",
-            [(key, "in", sorted(wanted, key=str))],
-            0,
-            None,
-            [("id", "ASC")],
-            [key],
+            model, "search_read", [(key, "in", sorted(wanted, key=str))], 0, None, [("id", "ASC")], [key],
             context={"active_test": False},
         )
         by_key: dict[Any, int] = {}
@@ -350,13 +344,7 @@ class TrytonWriter:
         if not items:
             return
         rows = self.rpc.model(
-            "product.product",
-            "search_read",
-            [("id", "in", [i.target for i in items])],
-            0,
-            None,
-            None,
-            ["template"],
+            "product.product", "search_read", [("id", "in", [i.target for i in items])], 0, None, None, ["template"],
             context={"active_test": False},
         )
         template_of = {int(row["id"]): int(row["template"]) for row in rows}

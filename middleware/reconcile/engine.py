@@ -65,7 +65,7 @@ import structlog
 
 from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteRequest, read_record, stored_form
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
-from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of
+from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of, route_consumes
 from middleware.errors import ConfigError, IsthmusError, Problem
 from middleware.message import Envelope, Source, utc_now
 from middleware.problems import did_you_mean
@@ -116,7 +116,8 @@ def plan_route(config: LoadedConfig, name: str) -> RoutePlan:
         named = [feed for feed in feeds(config.model) if feed.name == settings.source]
         if not named:
             raise ConfigError(f"reconcile.{name}.source: no source or webhook endpoint {settings.source!r}")
-        return RoutePlan(route, named[0], settings)
+        consumed = [feed for feed in named if route_consumes(route, feed)]  # emits_by: one feed per kind
+        return RoutePlan(route, (consumed or named)[0], settings)
     candidates = feeds_of(config.model, route)
     if len(candidates) != 1:
         found = ", ".join(feed.name for feed in candidates) or "none"

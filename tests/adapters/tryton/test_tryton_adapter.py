@@ -142,9 +142,8 @@ def test_known_party_is_updated_not_duplicated_even_without_the_xref(adapter: Tr
     moved.target_id = created.target_id
     (by_xref,) = adapter.writer().write_batch([moved])
     assert by_xref.target_id == created.target_id
-    found = adapter.rpc.model(
-        "party.party", "search_read", [("code", "=", f"C-{tag}-1")], 0, None, None, ["name", "addresses.city"]
-    )
+    found = adapter.rpc.model("party.party", "search_read", [("code", "=", f"C-{tag}-1")], 0, None, None,
+                              ["name", "addresses.city"])
     assert len(found) == 1
     assert [a["city"] for a in found[0]["addresses."]] == ["Hamburg"]
 
@@ -169,9 +168,8 @@ def test_product_is_created_as_a_salable_variant_found_by_its_code(adapter: Tryt
         [WriteRequest("product", {**record, "list_price": "13.00"}, key=f"p/P-{tag}@2")]
     )
     assert again.target_id == created.target_id
-    (row,) = adapter.rpc.model(
-        "product.product", "read", [int(created.target_id or 0)], ["code", "salable", "sale_uom", "list_price_used"]
-    )
+    (row,) = adapter.rpc.model("product.product", "read", [int(created.target_id or 0)],
+                               ["code", "salable", "sale_uom", "list_price_used"])
     assert row["code"] == f"P-{tag}" and row["salable"] and row["sale_uom"]
     assert row["list_price_used"] == Decimal("13.00")
 
@@ -181,12 +179,8 @@ def test_order_becomes_a_confirmed_sale_that_reserves_stock_and_ships(adapter: T
     before = _available(adapter, "WIDGET-1")
     (written,) = adapter.writer().write_batch([sale(tag, customer.target_id or "", qty="3")])
     assert written.outcome == "ok", written.error
-    (row,) = adapter.rpc.model(
-        "sale.sale",
-        "read",
-        [int(written.target_id or 0)],
-        ["state", "shipments", "invoices", "total_amount", "invoice_address"],
-    )
+    (row,) = adapter.rpc.model("sale.sale", "read", [int(written.target_id or 0)],
+                               ["state", "shipments", "invoices", "total_amount", "invoice_address"])
     assert row["state"] == "processing"  # confirmed, and processed: shipment and invoice made
     assert row["invoice_address"] and row["total_amount"] == Decimal("71.04")  # 3 × 19.90 + 19 % VAT
     (shipment,) = adapter.rpc.model("stock.shipment.out", "read", row["shipments"], ["state"])
@@ -256,10 +250,7 @@ def test_shipment_invoice_and_stock_come_back_with_the_order_reference(adapter: 
     (invoice,) = [i for i in invoices if i.data["sales"][0]["reference"] == f"SO-{tag}-1"]
     assert invoice.data["state"] == "posted"
     assert (invoice.data["untaxed_amount"], invoice.data["tax_amount"], invoice.data["total_amount"]) == (
-        "39.80",
-        "7.56",
-        "47.36",
-    )
+        "39.80", "7.56", "47.36")
     levels, _ = read_all(adapter, "stock", stock_mark)
     widget = [lv.data for lv in levels if lv.data["code"] == "WIDGET-1"]
     assert widget and Decimal(widget[0]["reserved"]) >= 2
@@ -268,13 +259,8 @@ def test_shipment_invoice_and_stock_come_back_with_the_order_reference(adapter: 
 
 def _available(adapter: TrytonAdapter, code: str) -> Decimal:
     (product,) = adapter.rpc.model("product.product", "search", [("code", "=", code)], 0, 1, None)
-    (row,) = adapter.rpc.model(
-        "product.product",
-        "read",
-        [product],
-        ["quantity"],
-        context={"locations": [_warehouse(adapter)], "stock_assign": True},
-    )
+    (row,) = adapter.rpc.model("product.product", "read", [product], ["quantity"],
+                               context={"locations": [_warehouse(adapter)], "stock_assign": True})
     return Decimal(str(row["quantity"]))
 
 
@@ -293,16 +279,8 @@ def test_archived_customer_becomes_an_inactive_party_that_can_still_change(adapt
     renamed.target_id = created.target_id
     (changed,) = adapter.writer().write_batch([renamed])
     assert changed.outcome == "ok", changed.error
-    (row,) = adapter.rpc.model(
-        "party.party",
-        "search_read",
-        [("id", "=", int(created.target_id or 0))],
-        0,
-        None,
-        None,
-        ["name", "active"],
-        context={"active_test": False},
-    )
+    (row,) = adapter.rpc.model("party.party", "search_read", [("id", "=", int(created.target_id or 0))], 0, None,
+                               None, ["name", "active"], context={"active_test": False})
     assert row["name"] == f"Still archived {tag}" and not row["active"]
 
 

@@ -60,13 +60,8 @@ def test_entity_named_after_no_kind_needs_one(tmp_path: Path, monkeypatch: pytes
         _load(tmp_path, "    password: ${TP}\n    entities: {customers: {write: {}}}")
     assert "set 'kind'" in str(caught.value)
     settings = TrytonSystemConfig.model_validate(
-        {
-            "url": "http://h",
-            "database": "d",
-            "username": "u",
-            "password": "p",
-            "entities": {"customers": {"kind": "party", "write": {"key_field": "code"}}},
-        }
+        {"url": "http://h", "database": "d", "username": "u", "password": "p",
+         "entities": {"customers": {"kind": "party", "write": {"key_field": "code"}}}}
     )
     assert settings.model_of("customers") == "party.party"
 

@@ -76,14 +76,8 @@ def test_crm_customers_and_won_orders_reach_tryton_and_status_flows_back(
 ) -> None:
     crm.seed(customers=11, orders_per_customer=1, with_bad_records=True)  # C-1010 archived, C-1011 broken
     crm.upsert_order(
-        {
-            "order_no": "SO-UNKNOWN-SKU",
-            "customer_no": "C-1001",
-            "placed_at": "2026-11-24T08:00:00+08:00",
-            "currency": "EUR",
-            "stage": "won",
-            "lines": [{"sku": "NO-SUCH-SKU", "desc": "?", "qty": "1", "price": "1"}],
-        }
+        {"order_no": "SO-UNKNOWN-SKU", "customer_no": "C-1001", "placed_at": "2026-11-24T08:00:00+08:00",
+         "currency": "EUR", "stage": "won", "lines": [{"sku": "NO-SUCH-SKU", "desc": "?", "qty": "1", "price": "1"}]}
     )
     with crm.lock:
         bad_customers = set(crm.bad_records["customers"])
@@ -95,29 +89,13 @@ def test_crm_customers_and_won_orders_reach_tryton_and_status_flows_back(
     adapter = TrytonAdapter("check", tryton.system_settings())
     worker = Worker(load_config(config_path), serve_health=False).start()
     try:
-
         def parties() -> list[dict[str, Any]]:
-            return adapter.rpc.model(
-                "party.party",
-                "search_read",
-                [("code", "in", sorted(customers))],
-                0,
-                None,
-                None,
-                ["code", "active"],
-                context={"active_test": False},
-            )
+            return adapter.rpc.model("party.party", "search_read", [("code", "in", sorted(customers))], 0, None,
+                                     None, ["code", "active"], context={"active_test": False})
 
         def sales() -> list[dict[str, Any]]:
-            return adapter.rpc.model(
-                "sale.sale",
-                "search_read",
-                [("reference", "in", sorted(won | bad_orders))],
-                0,
-                None,
-                None,
-                ["reference", "state", "invoices", "party.code"],
-            )
+            return adapter.rpc.model("sale.sale", "search_read", [("reference", "in", sorted(won | bad_orders))],
+                                     0, None, None, ["reference", "state", "invoices", "party.code"])
 
         _wait(lambda: len(sales()) == len(won), 90, "every won order to become a Tryton sale")
         _wait(lambda: set(_erp_statuses(crm, won).values()) == {"reserved"}, 60, "reservations in the CRM")
