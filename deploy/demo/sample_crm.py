@@ -500,9 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--orders-per-customer", type=int, default=2)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--no-bad-records", action="store_true", help="seed only valid records")
+        parser.add_argument("--latency-ms", type=float, default=0.0, help="delay every /api/ answer (a remote CRM)")
 
     def build(args: Any) -> SampleCrm:
         crm = SampleCrm(args.host, args.port, args.token)
+        crm.latency_s = args.latency_ms / 1000
         if args.customers:
             crm.seed(args.customers, args.orders_per_customer, args.seed, with_bad_records=not args.no_bad_records)
         return crm

@@ -98,7 +98,7 @@ class SourcePoller:
             if page.watermark and page.watermark != watermark:
                 self.store.set_watermark(self._watermark_name, page.watermark)
                 watermark = page.watermark
-                log.debug("watermark_advanced", source=cfg.name, watermark=watermark)
+                log.debug("watermark_advanced", source=cfg.name, watermark=watermark[:120])  # a snapshot's is MBs
         self._remember_boundary(watermark, read, boundary)
         self._observe_watermark(watermark)
         self.published += count
