@@ -15,14 +15,21 @@ shift the following records past a page boundary, unseen. Records at exactly tha
 that were already yielded are skipped; plain page/offset counting is used only while a
 whole page shares one moment.
 
+A `since_param` with `since_format: date` sends the watermark's day (in `since_timezone`):
+the API returns that whole day, the records older than the watermark are dropped here (as
+with a client-side filter) and the watermark stays the exact newest change read.
+
 Three incremental modes (`incremental:`): `server_filter` (the API filters by `since_param`),
 `client_filter` (every page is read, records older than the watermark are dropped here) and
 `snapshot` (no change time at all: every record is read and only those whose content hash
 changed are yielded; the hashes travel in the watermark — see `adapters.rest.snapshot`).
+A snapshot read fetches one page ahead in a thread (`_read_ahead`) while its caller
+publishes the page before; `snapshot_every` limits it to one complete pass per interval.
 Pagination by page, offset, cursor or RFC 8288 `Link: <...>; rel="next"` headers; the records
-sit at each endpoint's own `records_path`. Every request takes one unit of the system's
-request budget first and carries the current credentials; a 401 with renewable credentials
-(OAuth2, login) renews them and repeats the request once.
+sit at each endpoint's own `records_path` (one dotted path, or a list of them). Every
+request takes one unit of the system's request budget first and carries the current
+credentials; a 401 with renewable credentials (OAuth2, login) renews them and repeats the
+request once.
 
 `read_one` (replay, reconciliation) GETs the entity's `item_path` (`/api/customers/{id}`;
 404 means no such record) or, without one, reads the whole list and picks the record.

@@ -17,6 +17,13 @@ event, routed by the endpoint's `message_type`. What a sender may rely on:
 * 400 malformed JSON or a body of the wrong shape, 422 an event without its id (or with an
   unreadable occurred time), 404 unknown path, 413 body too large, 503 + `Retry-After: 1`
   when the broker fails (send again: the same event version has the same idempotency key).
+* With `emits_by`, each event's kind (a field of the event, or a request header) picks its
+  message type and entity; events of a kind the map does not name are answered in the 202
+  as `"ignored": n`, not published, and counted (`isthmus_webhook_events_ignored_total`).
+* With `item_path` (on the endpoint or a kind), an event is a trigger: it is sent to the
+  endpoint's fetch queue (`isthmus.fetch.<endpoint>`) instead of being published, and
+  `adapters.webhook.enrich.ItemFetcher` publishes the full record later. The 202 never
+  waits for the fetch.
 * `X-Correlation-Id`, when given, becomes the correlation id of every envelope of the request.
 * `GET /healthz` → 200.
 
