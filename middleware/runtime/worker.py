@@ -107,8 +107,7 @@ class Worker:
                 processor = RouteProcessor(route, self.broker, self.store, writer, mapper, label)
                 self.processors.append(processor)
                 self.stats[route.name] = RouteStats()
-        if self.run_routes:
-            self._build_fetchers()
+        self._build_fetchers()
         if self.run_sources:
             for source in model.sources:
                 reader = self._adapter(source.system).reader()
@@ -117,7 +116,9 @@ class Worker:
             self.reconcile_scheduler = ReconcileScheduler(self.config, self.store, self._new_broker, self._adapter)
 
     def _build_fetchers(self) -> None:
-        """One `ItemFetcher` per webhook endpoint with item_path: the consumer side of hybrid intake."""
+        """Declare the fetch queue of every webhook endpoint with item_path (the receiver sends its triggers
+        there, so it must exist whatever this process runs); with routes, one `ItemFetcher` per endpoint:
+        the consumer side of hybrid intake."""
         hooks = self.config.model.webhooks
         if hooks is None:
             return
@@ -130,12 +131,14 @@ class Worker:
             endpoint = WebhookEndpoint.model_validate(settings.model_dump())
             if not endpoint.fetches():
                 continue
+            self.broker.setup_route(fetch_queue(name), [], QueueOptions(retry_delays_s=endpoint.retry.schedule()))
+            if not self.run_routes:
+                continue
             reader = self._adapter(endpoint.system).reader()
             if not isinstance(reader, ItemReader):  # validate refuses this config; a plugin adapter may not say
                 raise ConfigError(
                     f"webhook endpoint {name!r}: system {endpoint.system!r} cannot fetch one record by path"
                 )
-            self.broker.setup_route(fetch_queue(name), [], QueueOptions(retry_delays_s=endpoint.retry.schedule()))
             self.fetchers.append(ItemFetcher(name, endpoint, reader, self.broker))
 
     # ----- running ------------------------------------------------------------------

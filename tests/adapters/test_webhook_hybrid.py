@@ -315,3 +315,36 @@ def test_a_worker_answers_the_webhook_at_once_and_writes_the_full_record(tmp_pat
         erp.stop()
     lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert not [e for e in lines if e.get("level") == "error"]
+
+
+def test_a_fetch_that_keeps_failing_is_retried_then_dead_lettered_with_the_trigger(broker: Broker) -> None:
+    crm = SampleCrm().start()
+    url = crm.url
+    crm.stop()  # the CRM's API is down; its webhooks (here: the test) are not
+    read = {"path": "/api/accounts", "records_path": "data", "id_field": "customer_no", "incremental": "snapshot"}
+    adapter = RestAdapter("crm", {"base_url": url, "timeout_s": 1, "entities": {"customer": {"read": read}}})
+    receiver = serve(
+        broker,
+        emits_by={
+            "field": "event",
+            "map": {"account.updated": {"message_type": "customer.upserted", "entity": "customer"}},
+        },
+        item_path="/api/accounts/{id}",
+        retry={"max_attempts": 2, "delays_s": [0.2]},
+    )
+    queue = fetch_queue("crm_events")
+    broker.setup_route(queue, [], None)
+    fetcher = ItemFetcher("crm_events", receiver.by_path["/hooks/crm"][1], adapter.reader(), broker)
+    try:
+        event = {"event": "account.updated", "data": {"id": "C-1001"}}
+        assert requests.post(f"{receiver.url}/hooks/crm", json=event, timeout=5).status_code == 202
+        assert fetcher.process(broker.fetch(queue, 10, 1.0)) == 0  # attempt 1: retried later
+        assert broker.depth(dlq_name(queue)) == 0
+        time.sleep(0.3)
+        assert fetcher.process(broker.fetch(queue, 10, 1.0)) == 0  # attempt 2 of 2: dead-lettered
+        (letter,) = broker.browse(dlq_name(queue), 10)
+        assert Envelope.from_bytes(letter.body).source.record_id == "C-1001"  # replay fetches again
+        assert taken(broker, "customers") == []
+    finally:
+        receiver.stop()
+        adapter.close()
