@@ -37,7 +37,7 @@ from middleware.errors import ConfigError, PermanentError
 
 ENTRY_POINT_GROUP = "isthmus.adapters"
 
-Capability = Literal["read", "read_one", "stored_form", "write", "call"]
+Capability = Literal["read", "read_one", "stored_form", "read_item", "start_watermark", "write", "call"]
 """What an adapter can do, declared by its class in `capabilities`:
 
 * `read` — `reader().read_changes`: the changes since a watermark (sources poll it);
@@ -45,10 +45,22 @@ Capability = Literal["read", "read_one", "stored_form", "write", "call"]
   there is none (replay, reconciliation);
 * `stored_form` — `reader().stored_form`: a mapped record as the system keeps it once
   written, so reconciliation does not report what the system drops or reshapes as drift;
+* `read_item` — `reader().read_item`: one record by id at a path (a webhook's `item_path`),
+  built as a poll builds it (`ItemReader`);
+* `start_watermark` — `reader().start_watermark`: where a new source starts (`read.start:
+  now`), instead of every existing record (`StartingReader`);
 * `write` — `writer().write_batch`: routes and flow steps write through it;
 * `call` — the adapter is a `Caller`: named operations for flow `call` steps.
 """
-CAPABILITIES: tuple[Capability, ...] = ("read", "read_one", "stored_form", "write", "call")
+CAPABILITIES: tuple[Capability, ...] = (
+    "read",
+    "read_one",
+    "stored_form",
+    "read_item",
+    "start_watermark",
+    "write",
+    "call",
+)
 
 
 @dataclass
@@ -143,6 +155,29 @@ class Caller(Protocol):
     operations: ClassVar[Mapping[str, str]]
 
     def call(self, operation: str, arguments: dict[str, Any], correlation_id: str = "") -> dict[str, Any]: ...
+
+
+class ItemReader(Protocol):
+    """A reader of an adapter that declares `read_item`: one record by id at a given path (a webhook's `item_path`).
+
+    The record is built as the entity's list read builds it (id, version, change time), so a
+    record fetched for a webhook and the same record polled are one change with one version.
+    None when the system answers that there is no such record (404).
+    """
+
+    def read_item(self, entity: str, record_id: str, path: str) -> SourceRecord | None: ...
+
+
+class StartingReader(Protocol):
+    """A reader of an adapter that declares `start_watermark`: where a source with no watermark yet starts polling.
+
+    None means from the beginning (every record). A reader configured to start "from now"
+    returns the current time as a watermark; the poller stores it before the first read, so
+    records older than the source are never published. A read from no watermark
+    (`read_changes(entity, None)`: reconciliation, full batches) still returns every record.
+    """
+
+    def start_watermark(self, entity: str) -> str | None: ...
 
 
 def read_record(adapter: Adapter, entity: str, record_id: str) -> SourceRecord | None:

@@ -31,7 +31,7 @@ class RestAdapter:
 
     config_model: ClassVar[type[RestSystemConfig]] = RestSystemConfig
     # read_one: GET item_path (or a filtered list read); no stored form: an API returns what it was sent
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "read_one", "write"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "read_one", "read_item", "write"})
 
     def __init__(self, name: str, config: RestSystemConfig | dict[str, object]) -> None:
         self.name = name

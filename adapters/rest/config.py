@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import string
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from middleware.schedule.cron import parse_interval
 
 HTTP_METHOD = Literal["POST", "PUT", "PATCH", "DELETE"]
 
@@ -200,9 +203,11 @@ class ReadSpec(_Strict):
     """How to list changes of one entity."""
 
     path: str = Field(description="URL path below base_url, e.g. /api/customers.")
-    records_path: str = Field(
+    records_path: str | list[str] = Field(
         default="",
-        description="Dotted path to the list of records in the response ('' = the body is the list).",
+        description="Dotted path to the list of records in the response ('' = the body is the list); a list of "
+        "paths when one response carries several lists (e.g. [companies, people]): their records are read in "
+        "that order, and a path the response leaves out or sets to null counts as an empty list.",
     )
     id_field: str = Field(description="Record field holding the record's id.")
     version_field: str | None = Field(
@@ -218,6 +223,16 @@ class ReadSpec(_Strict):
         default=None,
         description="Query parameter carrying the watermark; unset = filter on updated_field client-side.",
     )
+    since_format: Literal["datetime", "date"] = Field(
+        default="datetime",
+        description="What since_param carries: datetime (the watermark, UTC ISO 8601) or date (YYYY-MM-DD, for "
+        "APIs that filter by day only): the day of the watermark in since_timezone is sent, records older than "
+        "the watermark are dropped here, and the watermark stays exact.",
+    )
+    since_timezone: str = Field(
+        default="UTC",
+        description="since_format date: the time zone the API's days are in (IANA name, e.g. Europe/Berlin).",
+    )
     incremental: Literal["server_filter", "client_filter", "snapshot"] | None = Field(
         default=None,
         description="server_filter: the API filters by since_param; client_filter: every page is read and "
@@ -228,6 +243,12 @@ class ReadSpec(_Strict):
     hash_exclude: list[str] = Field(
         default_factory=list,
         description="snapshot: top-level fields left out of the content hash (values that change on every read).",
+    )
+    snapshot_every: str | None = Field(
+        default=None,
+        description="snapshot: read the whole list at most this often (e.g. 1h, 30m): a reconciliation pass "
+        "beside webhooks that carry the changes in real time. Polls in between send no request. Unset: every "
+        "poll reads the whole list.",
     )
     check_params: dict[str, str] = Field(
         default_factory=dict,
@@ -263,6 +284,42 @@ class ReadSpec(_Strict):
             raise ValueError(f"item_path {value!r} must hold one placeholder, {{id}}, e.g. /api/customers/{{id}}")
         return value
 
+    @field_validator("records_path")
+    @classmethod
+    def _records_paths(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("records_path is an empty list: give one dotted path, or several")
+            if len(set(value)) != len(value):
+                raise ValueError(f"records_path lists a path twice: {value}")
+        return value
+
+    @field_validator("snapshot_every")
+    @classmethod
+    def _snapshot_every_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_interval(value)  # ScheduleError is a ValueError: reported with its place
+        return value
+
+    @field_validator("since_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Berlin") from None
+        return value
+
+    @property
+    def records_paths(self) -> tuple[str, ...]:
+        """The record list paths, as a tuple (one for a single records_path)."""
+        return tuple(self.records_path) if isinstance(self.records_path, list) else (self.records_path,)
+
+    @property
+    def snapshot_interval_s(self) -> float | None:
+        """snapshot_every in seconds (None: every poll reads the whole list)."""
+        return parse_interval(self.snapshot_every).seconds if self.snapshot_every else None
+
     @model_validator(mode="after")
     def _incremental_settings(self) -> ReadSpec:
         mode = self.mode
@@ -274,6 +331,12 @@ class ReadSpec(_Strict):
             raise ValueError(f"incremental {mode!r} needs 'updated_field'; an API without one needs 'snapshot'")
         if mode != "snapshot" and self.hash_exclude:
             raise ValueError("hash_exclude applies to incremental 'snapshot' only")
+        if mode != "snapshot" and self.snapshot_every is not None:
+            raise ValueError("snapshot_every applies to incremental 'snapshot' only")
+        if self.since_format != "datetime" and mode != "server_filter":
+            raise ValueError("since_format applies to a since_param (incremental 'server_filter')")
+        if "since_timezone" in self.model_fields_set and self.since_format != "date":
+            raise ValueError("since_timezone goes with since_format: date")
         return self
 
     @property

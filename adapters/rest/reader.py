@@ -15,14 +15,21 @@ shift the following records past a page boundary, unseen. Records at exactly tha
 that were already yielded are skipped; plain page/offset counting is used only while a
 whole page shares one moment.
 
+A `since_param` with `since_format: date` sends the watermark's day (in `since_timezone`):
+the API returns that whole day, the records older than the watermark are dropped here (as
+with a client-side filter) and the watermark stays the exact newest change read.
+
 Three incremental modes (`incremental:`): `server_filter` (the API filters by `since_param`),
 `client_filter` (every page is read, records older than the watermark are dropped here) and
 `snapshot` (no change time at all: every record is read and only those whose content hash
 changed are yielded; the hashes travel in the watermark — see `adapters.rest.snapshot`).
+A snapshot read fetches one page ahead in a thread (`_read_ahead`) while its caller
+publishes the page before; `snapshot_every` limits it to one complete pass per interval.
 Pagination by page, offset, cursor or RFC 8288 `Link: <...>; rel="next"` headers; the records
-sit at each endpoint's own `records_path`. Every request takes one unit of the system's
-request budget first and carries the current credentials; a 401 with renewable credentials
-(OAuth2, login) renews them and repeats the request once.
+sit at each endpoint's own `records_path` (one dotted path, or a list of them). Every
+request takes one unit of the system's request budget first and carries the current
+credentials; a 401 with renewable credentials (OAuth2, login) renews them and repeats the
+request once.
 
 `read_one` (replay, reconciliation) GETs the entity's `item_path` (`/api/customers/{id}`;
 404 means no such record) or, without one, reads the whole list and picks the record.
@@ -31,11 +38,14 @@ request budget first and carries the current credentials; a 401 with renewable c
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urljoin
+from zoneinfo import ZoneInfo
 
 import requests
 import structlog
@@ -85,8 +95,10 @@ class RestReader:
         sleep: Callable[[float], None] = time.sleep,
         credentials: Credentials | None = None,
         budget: RequestBudget | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.system = system
+        self.clock = clock  # unix seconds: when a snapshot pass ran (snapshot_every)
         self.config = config
         self.session = session
         self.scrubber = scrubber
@@ -103,12 +115,16 @@ class RestReader:
             yield from self._read_snapshot(spec, watermark)
             return
         since = _watermark_moment(watermark)
+        by_day = spec.since_format == "date"
         base_params: dict[str, str] = dict(spec.params)
         if spec.since_param and watermark:
-            base_params[spec.since_param] = utc_iso(since) if since else watermark
+            base_params[spec.since_param] = self._since_value(spec, since, watermark)
         pagination = spec.pagination
-        resume_by_since = spec.since_param is not None and isinstance(pagination, PagePagination | OffsetPagination)
-        boundary = WatermarkBoundary(since, client_filter=spec.since_param is None)
+        resume_by_since = (
+            spec.since_param is not None and not by_day and isinstance(pagination, PagePagination | OffsetPagination)
+        )
+        # a day filter returns the watermark's whole day: what is older than the watermark is dropped here
+        boundary = WatermarkBoundary(since, client_filter=spec.since_param is None or by_day)
         pager = _Pager(self, spec)
         while True:
             url, params = pager.request(base_params)
@@ -123,13 +139,22 @@ class RestReader:
 
             if not pager.more(body, raw, headers):
                 return
-            if resume_by_since and pager.full(raw) and boundary.can_reanchor():
+            if resume_by_since and pager.full(len(raw)) and boundary.can_reanchor():
                 assert spec.since_param is not None
                 base_params[spec.since_param] = utc_iso(boundary.reanchor())
                 pager.restart()
                 continue
-            if not pager.advance(body, raw):
+            if not pager.advance(body, len(raw)):
                 return
+
+    @staticmethod
+    def _since_value(spec: ReadSpec, since: datetime | None, watermark: str) -> str:
+        """What `since_param` carries: the watermark (UTC ISO 8601), or its day in the API's time zone."""
+        if since is None:
+            return watermark  # an opaque watermark goes as it is
+        if spec.since_format == "date":
+            return since.astimezone(ZoneInfo(spec.since_timezone)).date().isoformat()
+        return utc_iso(since)
 
     def read_one(self, entity: str, record_id: str) -> SourceRecord | None:
         """One record by id: GET `item_path` when configured (404: None), else a full read filtered by id.
@@ -143,7 +168,17 @@ class RestReader:
             for page in self.read_changes(entity, None):
                 found = next((r for r in page.records if r.record_id == record_id), found)
             return found
-        url = self.config.base_url + spec.item_path.format(id=quote(record_id, safe=""))
+        return self.read_item(entity, record_id, spec.item_path)
+
+    def read_item(self, entity: str, record_id: str, path: str) -> SourceRecord | None:
+        """GET one record at `path` (`{id}` → the record id, quoted); None on 404.
+
+        Built with the entity's read settings (id, version, change time; in snapshot mode the
+        content hash is the version), so the record a webhook trigger fetches and the one the
+        snapshot poll reads have the same version when their content is the same.
+        """
+        spec = self._spec(entity)
+        url = self.config.base_url + path.format(id=quote(record_id, safe=""))
         try:
             body, _headers = self._get(url, {}, spec)
         except PermanentError as exc:
@@ -159,41 +194,79 @@ class RestReader:
         return record
 
     def _read_snapshot(self, spec: ReadSpec, watermark: str | None) -> Iterator[ReadPage]:
-        """Every page of the list; only records whose content hash changed; the new hashes last."""
-        previous = snapshot.decode(watermark)
-        current: dict[str, str] = {}
+        """Every page of the list; only records whose content hash changed; the new hashes last.
+
+        Pages are fetched one ahead of the caller (`_read_ahead`), so the next request is on
+        the wire while the caller publishes this page: an initial load runs at the API's
+        pace, not at the pace of request + publish in turn. With `snapshot_every`, a poll
+        before the interval since the last complete pass has run out sends nothing.
+        """
+        previous = snapshot.decode_snapshot(watermark)
+        interval = spec.snapshot_interval_s
+        if interval is not None and previous.taken_at is not None and self.clock() - previous.taken_at < interval:
+            yield ReadPage(records=[], watermark=watermark)
+            return
+        current: snapshot.Hashes = {}
         exclude = frozenset(spec.hash_exclude)
-        pager = _Pager(self, spec)
-        while True:
-            url, params = pager.request(spec.params)
-            body, headers = self._get(url, params, spec)
-            raw = self._records_of(body, spec)
+        for raw in _read_ahead(self._list_pages(spec, dict(spec.params))):
             records: list[SourceRecord] = []
             for index, item in enumerate(raw):
                 record, _updated = self._record(spec, item, index)
-                digest = snapshot.content_hash(item, exclude)
+                text = snapshot.content_hash(item, exclude)
+                digest = int(text, 16)
                 if current.get(record.record_id) == digest:
                     continue  # the same record twice in one read (pages shifted under us)
                 current[record.record_id] = digest
-                if previous.get(record.record_id) == digest:
+                if previous.hashes.get(record.record_id) == digest:
                     continue
                 if spec.version_field is None or record.version is None:
-                    record.version = digest
+                    record.version = text
                 records.append(record)
             yield ReadPage(records=records, watermark=None)
-            if not pager.more(body, raw, headers) or not pager.advance(body, raw):
-                break
         log.debug("snapshot_read", system=self.system, path=spec.path, records=len(current))
-        yield ReadPage(records=[], watermark=snapshot.encode(current))
+        taken_at = int(self.clock()) if interval is not None else None
+        yield ReadPage(records=[], watermark=snapshot.encode(current, taken_at))
+
+    def _list_pages(self, spec: ReadSpec, params: dict[str, str]) -> Iterator[list[Any]]:
+        """The raw records of each page of a full read, in order."""
+        pager = _Pager(self, spec)
+        while True:
+            url, query = pager.request(params)
+            body, headers = self._get(url, query, spec)
+            raw = self._records_of(body, spec)
+            yield raw
+            if not pager.more(body, raw, headers) or not pager.advance(body, len(raw)):
+                return
 
     def _records_of(self, body: Any, spec: ReadSpec) -> list[Any]:
-        raw = dig(body, spec.records_path)
-        if not isinstance(raw, list):
-            raise PermanentError(
-                f"GET {spec.path}: expected a list at records_path {spec.records_path!r}, got {type(raw).__name__}",
-                system=self.system,
-            )
-        return raw
+        """The records of one answer: the list at records_path, or the lists at its paths one after another.
+
+        With several lists, a page counts as full when their records together reach the page
+        size, and an offset moves on by all of them: right for APIs that page the lists
+        together, and for page numbers also for APIs that page each list on its own (a list
+        that is full makes the page full). Offsets per list need another pagination.
+        """
+        paths = spec.records_paths
+        if len(paths) == 1:
+            raw = dig(body, paths[0])
+            if not isinstance(raw, list):
+                raise PermanentError(
+                    f"GET {spec.path}: expected a list at records_path {paths[0]!r}, got {type(raw).__name__}",
+                    system=self.system,
+                )
+            return raw
+        records: list[Any] = []
+        for path in paths:
+            found = dig(body, path)
+            if found is None:
+                continue  # an API may leave an empty list out
+            if not isinstance(found, list):
+                raise PermanentError(
+                    f"GET {spec.path}: expected a list at records_path {path!r}, got {type(found).__name__}",
+                    system=self.system,
+                )
+            records.extend(found)
+        return records
 
     def _record(self, spec: ReadSpec, item: Any, index: int) -> tuple[SourceRecord, datetime | None]:
         if not isinstance(item, dict):
@@ -312,24 +385,24 @@ class _Pager:
             return self.next_url is not None
         return bool(raw) and dig(body, self.spec.has_more_path, True) is not False
 
-    def full(self, raw: list[Any]) -> bool:
-        """The page was as long as asked for (page and offset pagination)."""
+    def full(self, length: int) -> bool:
+        """The page's `length` records are as many as asked for (page and offset pagination)."""
         if isinstance(self.pagination, PagePagination):
-            return len(raw) >= self.pagination.page_size
+            return length >= self.pagination.page_size
         if isinstance(self.pagination, OffsetPagination):
-            return len(raw) >= self.pagination.limit
+            return length >= self.pagination.limit
         return False
 
-    def advance(self, body: Any, raw: list[Any]) -> bool:
-        """Move on to the next page; False when the one just read was the last."""
+    def advance(self, body: Any, length: int) -> bool:
+        """Move on to the next page (`length`: the records of the one just read); False when it was the last."""
         pagination = self.pagination
         if isinstance(pagination, LinkPagination):
             return self.next_url is not None
         if isinstance(pagination, PagePagination | OffsetPagination):
-            if not self.full(raw):
+            if not self.full(length):
                 return False
             self.page_no += 1
-            self.offset += len(raw)
+            self.offset += length
             return True
         if isinstance(pagination, CursorPagination):
             found = dig(body, pagination.cursor_path)
@@ -360,6 +433,51 @@ class _Pager:
                     )
                 return None if target == current else target
         return None
+
+
+_DONE = object()
+
+
+def _read_ahead(pages: Iterator[list[Any]], depth: int = 1) -> Iterator[list[Any]]:
+    """`pages`, fetched in a thread up to `depth` pages ahead of the caller (memory: at most depth + 2 pages).
+
+    An error of the fetching thread is raised here, in order, after the pages before it. When
+    the caller stops early (or fails), the thread stops at its next page.
+    """
+    handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not offer(page):
+                    return
+        except BaseException as exc:  # handed to the caller, who raises it
+            offer(_DONE, exc)
+            return
+        offer(_DONE)
+
+    thread = threading.Thread(target=produce, name="rest-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _watermark_moment(watermark: str | None) -> datetime | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from adapters.tryton.check import entity_permissions, server_version
 from adapters.tryton.config import TrytonSystemConfig
 from adapters.tryton.operations import OPERATIONS, TrytonOperations
 from adapters.tryton.reader import TrytonReader
@@ -28,7 +29,9 @@ class TrytonAdapter:
     """Tryton ERP over JSON-RPC (see `adapters.tryton.config` for the settings)."""
 
     config_model: ClassVar[type[TrytonSystemConfig]] = TrytonSystemConfig
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({"read", "read_one", "stored_form", "write", "call"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"read", "read_one", "stored_form", "start_watermark", "write", "call"}
+    )
     operations: ClassVar[Mapping[str, str]] = OPERATIONS  # what flows may `call` (see operations.py)
 
     def __init__(self, name: str, config: TrytonSystemConfig | dict[str, object]) -> None:
@@ -62,7 +65,8 @@ class TrytonAdapter:
         return self._operations.call(operation, arguments)
 
     def check(self) -> CheckResult:
-        """Log in and read the user's company: reachable, authenticated, and which company it is."""
+        """Log in and read the user's company, the server's version and the user's access rights per model
+        (`ir.model.access`) for what the entities read and write (see adapters/tryton/check.py)."""
         try:
             self.rpc.login()
             context = self.rpc.context
@@ -73,12 +77,19 @@ class TrytonAdapter:
             return CheckResult(self.name, reachable=reachable, authenticated=False if reachable else None,
                                detail=str(exc))
         company = context.get("company.rec_name") or context.get("company")
+        extra: dict[str, Any] = {"company": context.get("company"), "language": context.get("language")}
+        try:
+            series = server_version(self.rpc, self.config.url, self.config.timeout_s)
+            extra["version"] = f"Tryton {series}" if series else None
+            extra["permissions"], extra["access"] = entity_permissions(self.config, self.rpc)
+        except (TransientError, PermanentError) as exc:
+            extra["problems"] = [f"could not read the version or access rights: {exc}"]
         return CheckResult(
             self.name,
             reachable=True,
             authenticated=True,
             detail=f"logged in to {self.config.database!r} as {self.config.username!r}; company {company!r}",
-            extra={"company": context.get("company"), "language": context.get("language")},
+            extra=extra,
         )
 
     def close(self) -> None:

@@ -115,6 +115,12 @@ class ReadSpec(_Strict):
         description="Extra Tryton domain every read adds, e.g. [[type, '=', out]]. Default: per kind.",
     )
     page_size: int = Field(default=200, ge=1, le=10_000, description="Records per search_read call.")
+    start: Literal["beginning", "now"] = Field(
+        default="beginning",
+        description="Where a source with no watermark yet starts: beginning (every record is published once) or "
+        "now (the first watermark is the server's current time: only changes made from then on are published; "
+        "for an ERP whose existing records are loaded otherwise). Reconciliation still reads every record.",
+    )
     warehouses: list[str] = Field(
         default_factory=list,
         description="stock only: warehouse codes whose levels are read (default: every warehouse).",

@@ -80,6 +80,12 @@ class TrytonReader:
         if best is not None and best != since:
             yield ReadPage(records=[], watermark=utc_iso(best))
 
+    def start_watermark(self, entity: str) -> str | None:
+        """`start: now`: the server's current time (less settle_s) as the first watermark; else None."""
+        if self._spec(entity).start != "now":
+            return None
+        return utc_iso(self._until())
+
     def read_one(self, entity: str, record_id: str) -> SourceRecord | None:
         """One record by its Tryton id, active or not, within the entity's domain; None if there is none.
 

@@ -17,6 +17,13 @@ event, routed by the endpoint's `message_type`. What a sender may rely on:
 * 400 malformed JSON or a body of the wrong shape, 422 an event without its id (or with an
   unreadable occurred time), 404 unknown path, 413 body too large, 503 + `Retry-After: 1`
   when the broker fails (send again: the same event version has the same idempotency key).
+* With `emits_by`, each event's kind (a field of the event, or a request header) picks its
+  message type and entity; events of a kind the map does not name are answered in the 202
+  as `"ignored": n`, not published, and counted (`isthmus_webhook_events_ignored_total`).
+* With `item_path` (on the endpoint or a kind), an event is a trigger: it is sent to the
+  endpoint's fetch queue (`isthmus.fetch.<endpoint>`) instead of being published, and
+  `adapters.webhook.enrich.ItemFetcher` publishes the full record later. The 202 never
+  waits for the fetch.
 * `X-Correlation-Id`, when given, becomes the correlation id of every envelope of the request.
 * `GET /healthz` → 200.
 
@@ -33,9 +40,12 @@ import hashlib
 import hmac
 import json
 import queue
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -46,10 +56,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from adapters.webhook.dedup import Claim, DedupSettings, EventLedger, event_ids, scope_of
 from adapters.webhook.signatures import SignatureSettings, verify
 from middleware.broker.base import Broker, OutgoingMessage
+from middleware.config.settings import WebhookEmitsBy
 from middleware.errors import ConfigError
 from middleware.message import MESSAGE_TYPE_PATTERN, Envelope, Source, utc_now
-from middleware.observability import MESSAGES_PUBLISHED, WEBHOOK_REQUESTS
+from middleware.observability import MESSAGES_PUBLISHED, WEBHOOK_EVENTS_IGNORED, WEBHOOK_REQUESTS
 from middleware.observability.logmask import register_secret
+from middleware.runtime.config import RetryPolicy
 from middleware.store.base import Store
 
 log = structlog.get_logger("isthmus.webhook")
@@ -57,6 +69,7 @@ log = structlog.get_logger("isthmus.webhook")
 SIGNATURE_HEADER = "X-Isthmus-Signature"
 CORRELATION_HEADER = "X-Correlation-Id"
 MAX_BODY_BYTES = 5 * 1024 * 1024
+FETCH_QUEUE_PREFIX = "isthmus.fetch."  # + endpoint name: where triggers of an item_path endpoint wait
 _DEFAULT_SIGNATURE = SignatureSettings()
 
 
@@ -68,7 +81,16 @@ class WebhookEndpoint(BaseModel):
     path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
     system: str = Field(description="System the events come from.")
     entity: str = Field(description="Entity the events are about.")
-    message_type: str = Field(description="Message type (and routing key) to publish, e.g. customer.upserted.")
+    message_type: str | None = Field(
+        default=None, description="Message type (and routing key) to publish, e.g. customer.upserted."
+    )
+    emits_by: WebhookEmitsBy | None = Field(
+        default=None, description="Instead of message_type: the event field or header whose value picks it."
+    )
+    item_path: str | None = Field(
+        default=None, description="Fetch the full record at this path ({id}) and publish it instead of the event."
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="With item_path: retries of the fetch.")
     id_field: str = Field(description="Event field holding the record id (dotted path allowed).")
     version_field: str | None = Field(default=None, description="Event field holding the record version.")
     occurred_field: str | None = Field(
@@ -101,10 +123,48 @@ class WebhookEndpoint(BaseModel):
 
     @field_validator("message_type")
     @classmethod
-    def _type_shape(cls, value: str) -> str:
-        if not MESSAGE_TYPE_PATTERN.match(value):
+    def _type_shape(cls, value: str | None) -> str | None:
+        if value is not None and not MESSAGE_TYPE_PATTERN.match(value):
             raise ValueError(f"message type {value!r} must look like '<entity>.<event>', e.g. customer.upserted")
         return value
+
+    @model_validator(mode="after")
+    def _type_or_kinds(self) -> WebhookEndpoint:
+        if (self.message_type is None) == (self.emits_by is None):
+            raise ValueError("set exactly one of 'message_type' or 'emits_by' (several kinds of event on one URL)")
+        return self
+
+    def kinds(self) -> dict[str, EventKind]:
+        """Event kind → what it becomes (with emits_by); the entity and item path filled in."""
+        if self.emits_by is None:
+            return {}
+        return {
+            name: EventKind(kind.message_type, kind.entity or self.entity, kind.item_path or self.item_path)
+            for name, kind in self.emits_by.kinds().items()
+        }
+
+    def plain_kind(self) -> EventKind:
+        """What every event becomes without emits_by."""
+        assert self.message_type is not None
+        return EventKind(self.message_type, self.entity, self.item_path)
+
+    def fetches(self) -> bool:
+        """Whether some events of this endpoint are triggers whose full record is fetched."""
+        return self.item_path is not None or any(k.item_path for k in self.kinds().values())
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """What one kind of event becomes: its message type, the entity, and where its full record is."""
+
+    message_type: str
+    entity: str
+    item_path: str | None = None
+
+
+def fetch_queue(endpoint_name: str) -> str:
+    """The queue the triggers of an endpoint with item_path wait in for their fetch."""
+    return f"{FETCH_QUEUE_PREFIX}{endpoint_name}"
 
 
 def sign(secret: str | bytes, body: bytes) -> str:
@@ -145,8 +205,28 @@ def _moment(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@dataclass
+class Intake:
+    """What one request body becomes: envelopes (with what each kind says) and the events ignored."""
+
+    envelopes: list[Envelope]
+    kinds: list[EventKind]
+    ignored: int = 0
+    ignored_kinds: list[str] = field(default_factory=list)
+
+
 def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str = "") -> list[Envelope]:
-    """Envelopes for one request body; raises _Rejected(400/422) describing the first problem."""
+    """Envelopes for one request body (of an endpoint with one message type); raises _Rejected(400/422)."""
+    return read_events(endpoint, body, {}, correlation_id).envelopes
+
+
+def read_events(endpoint: WebhookEndpoint, body: bytes, headers: HeaderLookup, correlation_id: str = "") -> Intake:
+    """The events of one request as envelopes; raises _Rejected(400/422) describing the first problem.
+
+    With `emits_by`, each event's kind (its field, or the request's header) picks the message
+    type and entity; an event of a kind the map does not name is ignored (counted, not an
+    error: see `WebhookEmitsBy`), and so is a request without the kind header.
+    """
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -158,11 +238,24 @@ def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str 
         events = [events]
     if not isinstance(events, list):
         raise _Rejected(400, f"expected an event object or a list of them, got {type(events).__name__}")
+    kinds = endpoint.kinds()
+    by = endpoint.emits_by
+    header_kind = (headers.get(by.header) or "").strip() if by is not None and by.header else None
     received = utc_now()
-    envelopes = []
+    intake = Intake([], [])
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             raise _Rejected(400, f"event {index} is a {type(event).__name__}, not an object")
+        if by is None:
+            kind = endpoint.plain_kind()
+        else:
+            name = header_kind if by.field is None else _dig(event, by.field)
+            found = kinds.get(name) if isinstance(name, str) else None
+            if found is None:
+                intake.ignored += 1
+                intake.ignored_kinds.append(str(name)[:80] if name is not None else "(none)")
+                continue
+            kind = found
         record_id = _dig(event, endpoint.id_field)
         if record_id is None or record_id == "" or isinstance(record_id, dict | list):
             raise _Rejected(422, f"event {index} has no id field {endpoint.id_field!r}")
@@ -177,12 +270,12 @@ def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str 
                     raise _Rejected(
                         422, f"event {index} field {endpoint.occurred_field!r} is not an ISO 8601 timestamp"
                     ) from None
-        envelopes.append(
+        intake.envelopes.append(
             Envelope(
-                type=endpoint.message_type,
+                type=kind.message_type,
                 source=Source(
                     system=endpoint.system,
-                    entity=endpoint.entity,
+                    entity=kind.entity,
                     record_id=str(record_id),
                     version=None if version is None else str(version),
                 ),
@@ -192,7 +285,8 @@ def build_envelopes(endpoint: WebhookEndpoint, body: bytes, correlation_id: str 
                 payload=event,
             )
         )
-    return envelopes
+        intake.kinds.append(kind)
+    return intake
 
 
 class _Handover:
@@ -266,7 +360,18 @@ class GroupPublisher:
             if not batch:
                 continue
             try:
-                self.broker.publish([m for handover in batch for m in handover.messages])
+                routed: list[OutgoingMessage] = []
+                direct: dict[str, list[OutgoingMessage]] = {}
+                for handover in batch:
+                    for message in handover.messages:
+                        if message.routing_key.startswith(FETCH_QUEUE_PREFIX):
+                            direct.setdefault(message.routing_key, []).append(message)
+                        else:
+                            routed.append(message)
+                if routed:
+                    self.broker.publish(routed)
+                for queue_name, triggers in direct.items():  # fetch triggers go to their endpoint's queue
+                    self.broker.send(queue_name, triggers)
             except BaseException as exc:  # handed to each waiting request, which answers 503
                 for handover in batch:
                     handover.error = exc
@@ -294,6 +399,22 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
         self.receiver = receiver
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One structured event instead of socketserver's traceback on stderr.
+
+        A sender that resets or drops its connection mid-request (a timeout on its side, a
+        load balancer's health probe) is routine: `webhook_connection_reset` at info, with
+        nothing published for that request (the publish happens only after the whole body
+        was read) and nothing promised to the sender. Anything else is a bug of ours:
+        `webhook_request_failed` at error, with the traceback inside the JSON event.
+        """
+        exc = sys.exc_info()[1]
+        client = f"{client_address[0]}:{client_address[1]}" if isinstance(client_address, tuple) else None
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.info("webhook_connection_reset", client=client, error=type(exc).__name__)
+        else:
+            log.error("webhook_request_failed", client=client, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -432,13 +553,23 @@ class WebhookReceiver:
                 bound.warning("webhook_event_rejected", status=401, reason=refused)
                 return 401, {"error": refused}, {}
         try:
-            envelopes = build_envelopes(endpoint, body, correlation_id)
+            intake = read_events(endpoint, body, headers, correlation_id)
         except _Rejected as exc:
             bound.warning("webhook_event_rejected", status=exc.status, reason=exc.reason[:200])
             return exc.status, {"error": exc.reason}, {}
+        envelopes = intake.envelopes
+        if intake.ignored:
+            WEBHOOK_EVENTS_IGNORED.labels(name, "unknown_kind").inc(intake.ignored)
+            bound.info("webhook_event_ignored", ignored=intake.ignored, kinds=sorted(set(intake.ignored_kinds))[:10])
         messages = [
-            OutgoingMessage(routing_key=e.type, body=e.to_bytes(), message_id=str(e.message_id), key=e.record_key)
-            for e in envelopes
+            OutgoingMessage(
+                # a trigger (the kind has item_path) waits in the endpoint's fetch queue for its full record
+                routing_key=fetch_queue(name) if kind.item_path else e.type,
+                body=e.to_bytes(),
+                message_id=str(e.message_id),
+                key=e.record_key,
+            )
+            for e, kind in zip(envelopes, intake.kinds, strict=True)
         ]
         claim: Claim | None = None
         if endpoint.dedup is not None:
@@ -461,7 +592,8 @@ class WebhookReceiver:
                 except Exception as exc:  # any broker failure: the sender must retry, nothing is promised
                     bound.error("webhook_publish_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                     return 503, {"error": "could not store the events; retry later"}, {"Retry-After": "1"}
-                MESSAGES_PUBLISHED.labels(name, endpoint.message_type).inc(len(messages))
+                for routing_key, count in Counter(m.routing_key for m in messages).items():
+                    MESSAGES_PUBLISHED.labels(name, routing_key).inc(count)
             published = True
         finally:
             if claim is not None:
@@ -470,6 +602,8 @@ class WebhookReceiver:
                 except Exception as exc:  # published but not remembered: a redelivery is published again
                     bound.warning("webhook_dedup_not_recorded", error=f"{type(exc).__name__}: {str(exc)[:200]}")
         answer: dict[str, Any] = {"accepted": len(messages), "message_ids": [m.message_id for m in messages]}
+        if intake.ignored:
+            answer["ignored"] = intake.ignored
         if claim is not None:
             answer["duplicates"] = len(envelopes) - len(messages)
             if not messages and answer["duplicates"]:
@@ -478,7 +612,7 @@ class WebhookReceiver:
         bound.info(
             "webhook_event_accepted",
             accepted=len(messages),
-            message_type=endpoint.message_type,
+            message_type=sorted({m.routing_key for m in messages}),
             message_ids=[m.message_id for m in messages],
         )
         return 202, answer, {}

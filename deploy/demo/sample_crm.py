@@ -17,6 +17,15 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
         The erp_status fields belong to the integration: writing them does not bump the order's
         version or updated_at, so status write-backs do not echo back as order changes.
   GET   /api/products?updated_since=ISO&page=N&page_size=M  → same shape (products by sku); /api/products/{sku}
+  GET   /api/accounts?page=N&page_size=M → {"data": [...], "page": N, "has_more": bool}: the customers in
+        customer_no order, with no changed-since filter at all (updated_since is ignored), as many
+        CRMs' list APIs are; GET /api/accounts/{customer_no} one of them
+  GET   /api/directory?page=N&page_size=M → {"active": [...], "archived": [...], "page", "has_more"}: the
+        same accounts, one page split into two lists by status (a response carrying several lists)
+  With `SampleCrm(day_filter=True)` the list APIs' `updated_since` takes a day only (YYYY-MM-DD, in the
+  CRM's +08:00 time zone; anything else is 400) and returns every record changed that day or later.
+  `SampleCrm.latency_s` delays every /api/ answer (a remote CRM's round trip); `api_reads` counts the
+  GETs per path.
   PATCH /api/customers/{customer_no}, /api/products/{sku}  {fields} → 200 the record
         Create or change (the fields given are merged in; `billing` is replaced as a whole). These
         are data changes like a user's: version and updated_at move, so a two-way integration
@@ -39,7 +48,8 @@ from __future__ import annotations
 import bisect
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from deploy.demo.sample_server import (
@@ -128,8 +138,13 @@ class SampleCrm(SampleService):
 
     name = "sample-crm"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, day_filter: bool = False
+    ) -> None:
         super().__init__(host, port, token)
+        self.day_filter = day_filter
+        self.latency_s = 0.0
+        self.api_reads: dict[str, int] = {}
         self.customers = _Table("customer_no")
         self.orders = _Table("order_no")
         self.products = _Table("sku")
@@ -293,6 +308,17 @@ class SampleCrm(SampleService):
     def route(self, request: Request) -> Response:
         method, path = request.method, request.path.rstrip("/")
         parts = path.split("/")
+        if path.startswith("/api/"):
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            if method == "GET":
+                with self.lock:
+                    self.api_reads[path] = self.api_reads.get(path, 0) + 1
+        if method == "GET" and path in ("/api/accounts", "/api/directory"):
+            return self._accounts(request, split=path == "/api/directory")
+        if len(parts) == 4 and parts[:3] == ["", "api", "accounts"] and method == "GET":
+            found = self.customer(parts[3])
+            return Response(200, found) if found else error(404, f"unknown account {parts[3]!r}")
         if method == "GET" and path == "/api/customers":
             return self._list(self.customers, request)
         if method == "GET" and path == "/api/orders":
@@ -321,10 +347,41 @@ class SampleCrm(SampleService):
             return self._admin(method, path, request)
         return error(404, f"no route for {method} {path}")
 
+    def _accounts(self, request: Request, split: bool) -> Response:
+        """Customers in customer_no order, unfiltered: a list API without changed-since."""
+        try:
+            page = query_int(request, "page", 1, 1, 10**9)
+            size = query_int(request, "page_size", 100, 1, 1000)
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        with self.lock:
+            keys = sorted(self.customers.rows)
+            start = (page - 1) * size
+            rows = [dict(self.customers.rows[key]) for key in keys[start : start + size]]
+            has_more = start + size < len(keys)
+        if not split:
+            return Response(200, {"data": rows, "page": page, "has_more": has_more})
+        active = [row for row in rows if row.get("status") != "archived"]
+        archived = [row for row in rows if row.get("status") == "archived"]
+        return Response(200, {"active": active, "archived": archived, "page": page, "has_more": has_more})
+
+    def _since(self, text: str | None) -> datetime | None:
+        """The moment `updated_since` asks from; with day_filter a day (YYYY-MM-DD, CRM time), else ISO 8601."""
+        if not text:
+            return None
+        if self.day_filter:
+            try:
+                day = date.fromisoformat(text) if len(text) == 10 else None
+            except ValueError:
+                day = None
+            if day is None:
+                raise ValueError(f"updated_since takes a day (YYYY-MM-DD) here, not {text!r}")
+            return datetime(day.year, day.month, day.day, tzinfo=CRM_ZONE)
+        return parse_moment(text)
+
     def _list(self, table: _Table, request: Request) -> Response:
         try:
-            since_text = request.query.get("updated_since")
-            since = parse_moment(since_text) if since_text else None
+            since = self._since(request.query.get("updated_since"))
             page = query_int(request, "page", 1, 1, 10**9)
             size = query_int(request, "page_size", 100, 1, 1000)
         except ValueError as exc:
@@ -443,9 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--orders-per-customer", type=int, default=2)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--no-bad-records", action="store_true", help="seed only valid records")
+        parser.add_argument("--latency-ms", type=float, default=0.0, help="delay every /api/ answer (a remote CRM)")
 
     def build(args: Any) -> SampleCrm:
         crm = SampleCrm(args.host, args.port, args.token)
+        crm.latency_s = args.latency_ms / 1000
         if args.customers:
             crm.seed(args.customers, args.orders_per_customer, args.seed, with_bad_records=not args.no_bad_records)
         return crm

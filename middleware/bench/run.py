@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from middleware.bench.harness import step
+from middleware.bench.intake import bench_snapshot_initial_load
 from middleware.bench.rabbitmq import (
     E2E_WORKERS,
     bench_envelopes,
@@ -39,7 +40,7 @@ def run_bench(
         if amqp is None:
             step(skipped)
             results["rabbitmq_skipped"] = skipped
-    steps = 5 + (RABBITMQ_STEPS if amqp is not None else 0)
+    steps = 6 + (RABBITMQ_STEPS if amqp is not None else 0)
     step(f"1/{steps} mapping engine vs hand-written Python ({0.5 if quick else 3.0:.1f} s)")
     results.update(bench_mapping(0.5 if quick else 3.0))
     events = 1000 if quick else 10000
@@ -51,8 +52,11 @@ def run_bench(
     results.update(bench_embedded_e2e(events))
     step(f"5/{steps} embedded broker end to end, two worker processes ({events} events)")
     results.update(bench_embedded_e2e(events, processes=2))
+    accounts = 5000 if quick else 20000
+    step(f"6/{steps} initial load from a list API without changed-since (snapshot) vs its read limit ({accounts})")
+    results.update(bench_snapshot_initial_load(accounts))
     if amqp is not None:
-        results.update(run_rabbitmq_bench(amqp, quick=quick, long=long, first_step=6, steps=steps))
+        results.update(run_rabbitmq_bench(amqp, quick=quick, long=long, first_step=7, steps=steps))
     if tryton:
         results.update(_bench_tryton(quick))
     return results

@@ -205,11 +205,96 @@ class WebhookDedupConfig(Strict):
         return self
 
 
+def _item_path_shape(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if not value.startswith("/") or "{id}" not in value or value.count("{") != 1:
+        raise ValueError(f"item_path {value!r} must be a path with one placeholder, {{id}}, e.g. /api/accounts/{{id}}")
+    return value
+
+
+class WebhookEventKind(Strict):
+    """What one kind of event of an endpoint becomes (a value of `emits_by.map`)."""
+
+    message_type: str = Field(description="Message type to publish for this kind, e.g. sales_order.upserted.")
+    entity: str | None = Field(
+        default=None, description="Entity the events of this kind are about (default: the endpoint's)."
+    )
+    item_path: str | None = Field(
+        default=None,
+        description="Fetch the full record from the endpoint's system at this path ({id}: the event's record id) "
+        "and publish it instead of the event (default: the endpoint's item_path).",
+    )
+
+    @field_validator("item_path")
+    @classmethod
+    def _item_path(cls, value: str | None) -> str | None:
+        return _item_path_shape(value)
+
+    @field_validator("message_type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not MESSAGE_TYPE_PATTERN.match(value):
+            raise ValueError("must look like '<entity>.<event>', e.g. customer.upserted")
+        return value
+
+
+class WebhookEmitsBy(Strict):
+    """One URL, several kinds of event: the kind (an event field or a request header) picks the message type.
+
+    An event of a kind the map does not name is acknowledged (202) and ignored, counted in
+    `isthmus_webhook_events_ignored_total{endpoint, reason="unknown_kind"}`: CRMs send every
+    kind a subscription covers, and a 4xx would make them retry it, then disable the hook.
+    """
+
+    field: str | None = Field(default=None, description="Dotted path of the event kind in each event, e.g. event.")
+    header: str | None = Field(default=None, description="Request header carrying the kind, e.g. X-Crm-Event.")
+    map: dict[str, str | WebhookEventKind] = Field(
+        min_length=1,
+        description="Event kind → message type (or {message_type, entity, item_path}), e.g. "
+        "{deal.won: sales_order.upserted, account.updated: customer.upserted}.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookEmitsBy:
+        if (self.field is None) == (self.header is None):
+            raise ValueError("set exactly one of 'field' (in each event) or 'header' (of the request)")
+        for kind, target in self.map.items():
+            message_type = target if isinstance(target, str) else target.message_type
+            if not MESSAGE_TYPE_PATTERN.match(message_type):
+                raise ValueError(
+                    f"map[{kind!r}]: message type {message_type!r} must look like '<entity>.<event>', "
+                    "e.g. customer.upserted"
+                )
+        return self
+
+    def kinds(self) -> dict[str, WebhookEventKind]:
+        """Every kind in its long form."""
+        return {k: WebhookEventKind(message_type=v) if isinstance(v, str) else v for k, v in self.map.items()}
+
+
 class WebhookEndpointConfig(Strict):
     path: str = Field(description="URL path, e.g. /webhooks/crm/customers.")
     system: str = Field(description="System the events come from.")
     entity: str = Field(description="Entity the events are about.")
-    message_type: str = Field(description="Message type to publish.")
+    message_type: str | None = Field(
+        default=None, description="Message type to publish (or, for several kinds of event, emits_by)."
+    )
+    emits_by: WebhookEmitsBy | None = Field(
+        default=None,
+        description="Instead of message_type: the event field or header whose value (the event kind) picks the "
+        "message type, e.g. {field: event, map: {deal.won: sales_order.upserted}}.",
+    )
+    item_path: str | None = Field(
+        default=None,
+        description="Treat each event as a trigger: fetch the full record from the endpoint's system (a REST "
+        "system with a read: for the entity) at this path, {id} being the event's record id, and publish that "
+        "record instead of the event's partial payload. The fetch runs beside the routes, after the 202.",
+    )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="With item_path: how a fetch that fails transiently is retried before it is dead-lettered.",
+    )
     id_field: str = Field(description="Field holding the record id.")
     version_field: str | None = Field(default=None, description="Field holding the record version.")
     occurred_field: str | None = Field(default=None, description="Field holding the change time.")
@@ -222,11 +307,32 @@ class WebhookEndpointConfig(Strict):
         default=None, description="Where each event's id is; an id already accepted is answered 200, not enqueued."
     )
 
+    @field_validator("item_path")
+    @classmethod
+    def _item_path(cls, value: str | None) -> str | None:
+        return _item_path_shape(value)
+
     @model_validator(mode="after")
     def _signature_needs_secret(self) -> WebhookEndpointConfig:
         if self.signature is not None and self.secret is None:
             raise ValueError("'signature' needs 'secret' (as ${ENV_VAR})")
+        if (self.message_type is None) == (self.emits_by is None):
+            raise ValueError("set exactly one of 'message_type' or 'emits_by' (several kinds of event on one URL)")
+        if self.message_type is not None and not MESSAGE_TYPE_PATTERN.match(self.message_type):
+            raise ValueError(
+                f"message_type {self.message_type!r} must look like '<entity>.<event>', e.g. customer.upserted"
+            )
         return self
+
+    def emits(self) -> list[tuple[str, str, str | None]]:
+        """(message type, entity, item path) of every kind of event the endpoint publishes."""
+        if self.emits_by is None:
+            assert self.message_type is not None
+            return [(self.message_type, self.entity, self.item_path)]
+        found: dict[tuple[str, str, str | None], None] = {}
+        for kind in self.emits_by.kinds().values():
+            found[(kind.message_type, kind.entity or self.entity, kind.item_path or self.item_path)] = None
+        return list(found)
 
 
 class WebhooksConfig(Strict):
@@ -296,7 +402,8 @@ def feeds(model: IsthmusConfig) -> list[Feed]:
     """Every source and webhook endpoint, as feeds."""
     found = [Feed(s.name, s.system, s.entity, s.emits) for s in model.sources]
     if model.webhooks is not None:
-        found.extend(Feed(n, e.system, e.entity, e.message_type) for n, e in model.webhooks.endpoints.items())
+        for name, endpoint in model.webhooks.endpoints.items():
+            found.extend(Feed(name, endpoint.system, entity, emits) for emits, entity, _path in endpoint.emits())
     return found
 
 
@@ -474,8 +581,50 @@ def _cross_check(
         system_problem(("sources", i, "system"), source.system)
         if not capability_problem(("sources", i, "system"), source.system, "read", "a source"):
             entity_problem(("sources", i, "entity"), source.system, source.entity, "read")
+    _check_webhooks(model, doc, systems, problems, entity_problem)
     problems.extend(check_two_way_routes(model.routes, doc.locate))
     _check_reconcile(model, doc, problems, entity_problem, capability_problem)
+
+
+def _check_webhooks(
+    model: IsthmusConfig,
+    doc: YamlDocument,
+    systems: dict[str, tuple[str, BaseModel]],
+    problems: list[Problem],
+    entity_problem: Any,
+) -> None:
+    """Endpoints that fetch the full record (`item_path`) name a REST system that can read their entities."""
+    if model.webhooks is None:
+        return
+    for name, endpoint in model.webhooks.endpoints.items():
+        where: tuple[str | int, ...] = ("webhooks", "endpoints", name)
+        fetching = [(entity, path) for _type, entity, path in endpoint.emits() if path is not None]
+        if not fetching:
+            continue
+        if endpoint.system not in model.systems:
+            problems.append(
+                Problem(
+                    f"webhook endpoint {name!r} fetches records from unknown system {endpoint.system!r}",
+                    doc.locate((*where, "system")),
+                    f"webhooks.endpoints.{name}.system",
+                    did_you_mean(endpoint.system, model.systems),
+                )
+            )
+            continue
+        type_name = systems.get(endpoint.system, ("", None))[0]
+        if type_name and type_name != "rest":
+            problems.append(
+                Problem(
+                    f"webhook endpoint {name!r}: item_path fetches over HTTP, but system {endpoint.system!r} is "
+                    f"of type {type_name!r}",
+                    doc.locate((*where, "item_path")) if endpoint.item_path else doc.locate(where),
+                    f"webhooks.endpoints.{name}.item_path",
+                    "point the endpoint at a system of type rest, or remove item_path",
+                )
+            )
+            continue
+        for entity in dict.fromkeys(entity for entity, _path in fetching):
+            entity_problem((*where, "entity"), endpoint.system, entity, "read")
 
 
 def _check_reconcile(
@@ -483,7 +632,9 @@ def _check_reconcile(
 ) -> None:
     """Each reconciled route exists, reads its target, and has exactly one feed to compare with it."""
     routes = {route.name: route for route in model.routes}
-    by_name = {feed.name: feed for feed in feeds(model)}
+    by_name: dict[str, list[Feed]] = {}
+    for one in feeds(model):
+        by_name.setdefault(one.name, []).append(one)  # an endpoint with emits_by is several feeds
     for name, settings in model.reconcile.items():
         where = ("reconcile", name)
         route = routes.get(name)
@@ -500,7 +651,8 @@ def _check_reconcile(
         if not capability_problem(where, route.to.system, "read", "reconciled"):
             entity_problem(where, route.to.system, route.to.entity, "read")
         if settings.source is not None:
-            feed = by_name.get(settings.source)
+            named = by_name.get(settings.source, [])
+            feed = next((f for f in named if route_consumes(route, f)), named[0] if named else None)
             path = f"reconcile.{name}.source"
             if feed is None:
                 problems.append(

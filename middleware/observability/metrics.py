@@ -98,6 +98,16 @@ POLLER_LAST_SUCCESS = Gauge(
 WEBHOOK_REQUESTS = Counter(
     "isthmus_webhook_requests_total", "Webhook POSTs answered, by endpoint and HTTP status.", ["endpoint", "status"]
 )
+WEBHOOK_EVENTS_IGNORED = Counter(
+    "isthmus_webhook_events_ignored_total",
+    "Webhook events acknowledged but not published (reason unknown_kind: emits_by names no such kind).",
+    ["endpoint", "reason"],
+)
+WEBHOOK_FETCHES = Counter(
+    "isthmus_webhook_fetches_total",
+    "Full records fetched for webhook triggers (item_path), by outcome: ok, missing, retried, dead_lettered.",
+    ["endpoint", "outcome"],
+)
 ADAPTER_CALLS = Counter(
     "isthmus_adapter_calls_total",
     "Calls to a system: operation read or write; status the HTTP code or the failure "

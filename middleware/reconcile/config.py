@@ -41,6 +41,13 @@ class ReconcileConfig(Strict):
         description="Dotted paths of mapped fields left out of the comparison, e.g. contact_mechanisms or "
         "addresses.street (list positions are not written).",
     )
+    key_field: str | None = Field(
+        default=None,
+        description="Field of the mapped record that names its target record without a cross-reference (a "
+        "business key, e.g. code or reference): a target record with the same value that no link points at is "
+        "linked to the source record instead of being reported missing. Default: the target entity's "
+        "write.key_field, when its adapter has one.",
+    )
     orphans: Literal["all", "linked", "none"] = Field(
         default="all",
         description="Target records reported as orphaned: all (linked to a deleted source record, or not "

@@ -18,7 +18,13 @@ value the same way:
 * booleans: `true`/`false` text equals the boolean, and so do 1/0 where the mapping writes a
   boolean (databases such as SQLite store booleans as integers);
 * empty: null, "", [], {} and an object whose values are all empty are one value (a writer
-  sends `country: {code: null}` to mean "no country", the target reads back null).
+  sends `country: {code: null}` to mean "no country", the target reads back null);
+* linked records: where the mapping writes a plain value and the target reads back a linked
+  record (Tryton's many2one `{"code": "C-1", "id": 35}`, a REST API's nested `{id, code}`),
+  the value is compared with the link's `id` — or with its `code`, `key` or `number` when
+  that is the one it equals (a mapping that writes the party's code). Where the mapping
+  writes a link `{id: 35, ...}` and the target reads back the bare id, the ids are compared.
+  Lists of links (many2many) compare item by item the same way.
 
 The content hash of each side (sha256 of the normalised projection) decides in sync or not;
 the field-level diff then says where.
@@ -144,6 +150,8 @@ def _views(
     """(normalised expected, normalised actual projected onto expected's shape)."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
+            if actual is not None and not isinstance(actual, list) and LINK_ID in expected:
+                return normalise(expected[LINK_ID]), normalise(actual)  # a link read back as its bare id
             return normalise(expected), normalise(actual)
         source: dict[str, Any] = {}
         target: dict[str, Any] = {}
@@ -177,9 +185,29 @@ def _views(
                 source_items.append(one)
                 target_items.append(other)
         return source_items or None, target_items or None
+    if isinstance(actual, dict) and expected is not None:
+        actual = _link_value(expected, actual)
     if isinstance(expected, bool) and not isinstance(actual, bool) and str(actual).strip() in ("0", "1"):
         actual = str(actual).strip() == "1"  # a boolean stored as an integer (Tryton on SQLite)
     return normalise(expected), normalise(actual)
+
+
+LINK_ID = "id"
+LINK_KEYS = ("id", "code", "key", "number")  # the fields a linked record is named by, in the order tried
+
+
+def _link_value(expected: Any, link: dict[str, Any]) -> Any:
+    """The field of a linked record that a plain mapped value stands for (see the module docstring).
+
+    Only objects carrying an `id` are links; another object stays an object (and differs).
+    """
+    if LINK_ID not in link:
+        return link
+    want = normalise(expected)
+    for key in LINK_KEYS:
+        if key in link and normalise(link[key]) == want:
+            return link[key]
+    return link[LINK_ID]
 
 
 def _empty_is_none(view: dict[str, Any]) -> dict[str, Any] | None:

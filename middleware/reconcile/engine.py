@@ -9,13 +9,20 @@ Defined per route (`isthmus reconcile`, and on a schedule by the worker, see
    a linked record a list read did not return is looked up by id before it counts as gone
    (list reads leave records out: Tryton lists active records only, and no read returns
    changes younger than the reader's settle time);
-3. maps each source record with the route's mapping chain, exactly as the route does
+3. links what a half-done create left unlinked: a source record without a cross-reference
+   whose mapped business key (`key_field`, default the target entity's `write.key_field`)
+   names a target record no link points at is linked to it (the cross-reference is written,
+   as the route would have written it) and compared like any linked pair — so a target
+   created by a worker killed before it recorded the link is not "missing", and `--heal`
+   does not create it a second time;
+4. maps each source record with the route's mapping chain, exactly as the route does
    (cross-references from the store), and compares the result with its target record on
    the fields the mapping writes (`middleware.reconcile.diff`: normalised, content-hashed, field-level);
-4. reports drift by kind:
+5. reports drift by kind:
 
    * **missing** — a source record with no cross-reference (never synced, or its creation
-     failed), or whose linked target record no longer exists;
+     failed) and no target record with its business key, or whose linked target record no
+     longer exists;
    * **different** — the target record differs on mapped fields (the diff says where);
    * **orphaned** — a target record whose linked source record no longer exists
      (`source_deleted`), or, with `orphans: all`, a target record no link points at
@@ -58,11 +65,11 @@ import structlog
 
 from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteRequest, read_record, stored_form
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
-from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of
+from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of, route_consumes
 from middleware.errors import ConfigError, IsthmusError, Problem
 from middleware.message import Envelope, Source, utc_now
 from middleware.problems import did_you_mean
-from middleware.reconcile.diff import FieldDiff, compare
+from middleware.reconcile.diff import FieldDiff, compare, normalise
 from middleware.runtime.chains import build_route_mapper
 from middleware.store.base import RecordRef, Store
 
@@ -109,7 +116,8 @@ def plan_route(config: LoadedConfig, name: str) -> RoutePlan:
         named = [feed for feed in feeds(config.model) if feed.name == settings.source]
         if not named:
             raise ConfigError(f"reconcile.{name}.source: no source or webhook endpoint {settings.source!r}")
-        return RoutePlan(route, named[0], settings)
+        consumed = [feed for feed in named if route_consumes(route, feed)]  # emits_by: one feed per kind
+        return RoutePlan(route, (consumed or named)[0], settings)
     candidates = feeds_of(config.model, route)
     if len(candidates) != 1:
         found = ", ".join(feed.name for feed in candidates) or "none"
@@ -229,6 +237,7 @@ class ReconcileReport:
     compared: int = 0
     in_sync: int = 0
     filtered: int = 0
+    linked: dict[str, str] = field(default_factory=dict)  # source id → target id, linked by business key
     drift: list[Drift] = field(default_factory=list)
     uncompared: set[str] = field(default_factory=set)
     heal: HealResult | None = None
@@ -259,6 +268,7 @@ class ReconcileReport:
             "compared": self.compared,
             "in_sync": self.in_sync,
             "filtered": self.filtered,
+            "linked_by_key": dict(sorted(self.linked.items())),
             "counts": self.counts(),
             "drift": [item.as_dict() for item in self.drift],
             "uncompared_fields": sorted(self.uncompared),
@@ -306,6 +316,7 @@ class Reconciler:
         self.source_reader = self.source.reader()
         self.target_reader = self.target.reader()
         self._adapter = adapter
+        self.key_field = plan.settings.key_field or target_key_field(config, plan.route)
         self.map_record = map_record or build_route_mapper(config, plan.route.mappings, store)[0]
 
     def run(self) -> ReconcileReport:
@@ -338,6 +349,7 @@ class Reconciler:
                 forward[unlisted] = next(t for t, s in backward.items() if s == unlisted)
 
         paired: set[str] = set()
+        unlinked = self._unlinked_by_key(targets, backward, set(forward.values()))
         ignore = frozenset(settings.ignore_fields)
         for source_id in sorted(sources, key=_id_order):
             record = sources[source_id]
@@ -352,6 +364,22 @@ class Reconciler:
             if mapped is None:
                 report.filtered += 1
                 continue
+            if target_id is None and self.key_field is not None:
+                target_id = unlinked.pop(normalise(mapped.get(self.key_field)), None)
+                if target_id is not None:
+                    self.store.link(
+                        RecordRef(feed.system, feed.entity, source_id), RecordRef(to.system, to.entity, target_id)
+                    )
+                    forward[source_id] = target_id
+                    paired.add(target_id)
+                    report.linked[source_id] = target_id
+                    log.info(
+                        "record_linked_by_key",
+                        route=plan.name,
+                        source_id=source_id,
+                        target_id=target_id,
+                        key_field=self.key_field,
+                    )
             if target_id is None:
                 reason = f"no cross-reference to {to.system}: never synced, or its creation failed"
                 report.drift.append(Drift("missing", source_id, None, reason, record=record, mapped=mapped))
@@ -400,6 +428,30 @@ class Reconciler:
         log.info("route_reconciled", route=plan.name, in_sync=report.in_sync, **counts)
         return report
 
+    def _unlinked_by_key(
+        self, targets: dict[str, SourceRecord], backward: dict[str, str], linked: set[str]
+    ) -> dict[Any, str]:
+        """Normalised business key → id of the listed target records no cross-reference points at.
+
+        A key held by two such records names neither: linking one of them would be a guess.
+        """
+        if self.key_field is None:
+            return {}
+        found: dict[Any, str] = {}
+        ambiguous: set[Any] = set()
+        for target_id, record in targets.items():
+            if target_id in backward or target_id in linked:
+                continue
+            key = normalise(record.data.get(self.key_field))
+            if key is None or isinstance(key, dict | list):
+                continue
+            if key in found:
+                ambiguous.add(key)
+            found[key] = target_id
+        for key in ambiguous:
+            del found[key]
+        return found
+
     # ----- healing -------------------------------------------------------------------------------
 
     def heal(self, report: ReconcileReport, broker: Broker, *, wait_s: float = 0.0) -> HealResult:
@@ -447,6 +499,19 @@ class Reconciler:
                 elif source_id not in applied:
                     result.pending.add(source_id)
         return result
+
+
+def target_key_field(config: LoadedConfig, route: RouteConfig) -> str | None:
+    """The business key the route's target entity is written by (`write.key_field` of its adapter config).
+
+    Adapters that have one (Tryton, REST upsert) find an existing record by it; others return None.
+    """
+    if route.to.flow is not None or route.to.system not in config.systems:
+        return None
+    entities = getattr(config.systems[route.to.system][1], "entities", None)
+    spec = entities.get(route.to.entity) if isinstance(entities, dict) else None
+    key = getattr(getattr(spec, "write", None), "key_field", None)
+    return key if isinstance(key, str) and key else None
 
 
 def _matches(data: dict[str, Any], patterns: dict[str, str]) -> bool:
@@ -629,6 +694,9 @@ def render_report(report: ReconcileReport) -> str:
         f"{report.compared} pairs compared, {report.in_sync} in sync"
         + (f"; {report.filtered} filtered out by the mapping" if report.filtered else ""),
     ]
+    if report.linked:
+        pairs = ", ".join(f"{s} → {t}" for s, t in sorted(report.linked.items()))
+        lines.append(f"  linked by business key (found in the target, the link was missing): {pairs}")
     if report.uncompared:
         lines.append(f"  not compared (the target's read does not return them): {', '.join(sorted(report.uncompared))}")
     if report.drift:

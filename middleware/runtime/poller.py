@@ -36,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
 import structlog
 
-from middleware.adapter import Reader, SourceRecord
+from middleware.adapter import Capability, Reader, SourceRecord, StartingReader
 from middleware.broker.base import Broker, OutgoingMessage
 from middleware.config import SourceConfig
 from middleware.errors import IsthmusError
@@ -61,9 +62,11 @@ class SourcePoller:
         broker: Broker,
         store: Store,
         clock: Callable[[], datetime] | None = None,
+        capabilities: frozenset[Capability] = frozenset(),
     ) -> None:
         self.config = config
         self.reader = reader
+        self.capabilities = capabilities  # the adapter's declaration: `start_watermark` for `read.start: now`
         self.broker = broker
         self.store = store
         self.clock = clock or utc_now  # scheduled sources ask it what time it is (tests inject one)
@@ -81,6 +84,11 @@ class SourcePoller:
         """Read every page of changes since the watermark and publish them; returns the count."""
         cfg = self.config
         watermark = self.store.get_watermark(self._watermark_name)
+        if watermark is None and "start_watermark" in self.capabilities:
+            watermark = cast(StartingReader, self.reader).start_watermark(cfg.entity)
+            if watermark:  # stored first: a later poll continues from here, not from a later "now"
+                self.store.set_watermark(self._watermark_name, watermark)
+                log.info("watermark_started", source=cfg.name, watermark=watermark)
         boundary = set(json.loads(self.store.get_watermark(self._boundary_name) or "[]"))
         read: list[tuple[datetime, str]] = []  # (occurred_at, key) of every record read this poll
         count = 0
@@ -95,7 +103,7 @@ class SourcePoller:
             if page.watermark and page.watermark != watermark:
                 self.store.set_watermark(self._watermark_name, page.watermark)
                 watermark = page.watermark
-                log.debug("watermark_advanced", source=cfg.name, watermark=watermark)
+                log.debug("watermark_advanced", source=cfg.name, watermark=watermark[:120])  # a snapshot's is MBs
         self._remember_boundary(watermark, read, boundary)
         self._observe_watermark(watermark)
         self.published += count

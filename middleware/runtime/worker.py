@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -21,6 +21,7 @@ from middleware.adapter import Adapter, Writer, load_adapter_class
 from middleware.broker import open_broker
 from middleware.broker.base import UNROUTED_QUEUE, Broker, dlq_name
 from middleware.config import LoadedConfig
+from middleware.errors import ConfigError
 from middleware.flows.runner import FlowWiring
 from middleware.observability import DLQ_SIZE, QUEUE_DEPTH, HealthServer, configure_logging
 from middleware.reconcile.scheduler import ReconcileScheduler
@@ -59,6 +60,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.stats: dict[str, RouteStats] = {}
         self.pollers: list[SourcePoller] = []
+        self.fetchers: list[Any] = []  # adapters.webhook.enrich.ItemFetcher, one per endpoint with item_path
         self.processors: list[RouteProcessor] = []
         self.adapters: dict[str, Adapter] = {}
         self.health: HealthServer | None = None
@@ -105,12 +107,41 @@ class Worker:
                 processor = RouteProcessor(route, self.broker, self.store, writer, mapper, label)
                 self.processors.append(processor)
                 self.stats[route.name] = RouteStats()
+        self._build_fetchers()
         if self.run_sources:
             for source in model.sources:
-                reader = self._adapter(source.system).reader()
-                self.pollers.append(SourcePoller(source, reader, self.broker, self.store))
+                adapter = self._adapter(source.system)
+                self.pollers.append(
+                    SourcePoller(source, adapter.reader(), self.broker, self.store, capabilities=adapter.capabilities)
+                )
         if self.run_sources and model.reconcile:  # scheduled reconciliation runs beside the sources
             self.reconcile_scheduler = ReconcileScheduler(self.config, self.store, self._new_broker, self._adapter)
+
+    def _build_fetchers(self) -> None:
+        """Declare the fetch queue of every webhook endpoint with item_path (the receiver sends its triggers
+        there, so it must exist whatever this process runs); with routes, one `ItemFetcher` per endpoint:
+        the consumer side of hybrid intake."""
+        hooks = self.config.model.webhooks
+        if hooks is None:
+            return
+        from adapters.webhook.enrich import ItemFetcher
+        from adapters.webhook.receiver import WebhookEndpoint, fetch_queue
+        from middleware.adapter import ItemReader
+        from middleware.broker.base import QueueOptions
+
+        for name, settings in hooks.endpoints.items():
+            endpoint = WebhookEndpoint.model_validate(settings.model_dump())
+            if not endpoint.fetches():
+                continue
+            self.broker.setup_route(fetch_queue(name), [], QueueOptions(retry_delays_s=endpoint.retry.schedule()))
+            if not self.run_routes:
+                continue
+            adapter = self._adapter(endpoint.system)
+            if "read_item" not in adapter.capabilities:  # validate refuses this config; a plugin adapter may not
+                raise ConfigError(
+                    f"webhook endpoint {name!r}: system {endpoint.system!r} cannot fetch one record by path"
+                )
+            self.fetchers.append(ItemFetcher(name, endpoint, cast(ItemReader, adapter.reader()), self.broker))
 
     # ----- running ------------------------------------------------------------------
     def start(self) -> Worker:
@@ -121,6 +152,8 @@ class Worker:
             self._spawn(f"route-{processor.queue}", self._consume_loop, processor)
         for poller in self.pollers:
             self._spawn(f"source-{poller.config.name}", self._poll_loop, poller)
+        for fetcher in self.fetchers:
+            self._spawn(f"fetch-{fetcher.name}", self._fetch_loop, fetcher)
         self._spawn("depth-sampler", self._sample_depths)
         if self.reconcile_scheduler is not None:
             self.reconcile_scheduler.start()
@@ -171,6 +204,10 @@ class Worker:
                     "route_batch_failed", route=processor.queue, error=f"{type(exc).__name__}: {exc}", retry_in_s=wait
                 )
                 self.stop_event.wait(wait)
+
+    def _fetch_loop(self, fetcher: Any) -> None:
+        fetcher.broker = self._new_broker()
+        fetcher.run(self.stop_event, fetch_timeout_s=self.fetch_timeout_s)
 
     def _poll_loop(self, poller: SourcePoller) -> None:
         poller.broker = self._new_broker()

@@ -108,3 +108,24 @@ def test_no_target_record_makes_every_mapped_field_a_diff() -> None:
 
 def test_normalise_keeps_digit_strings_as_text() -> None:
     assert normalise("007") == "007" and normalise(7) == "7" and normalise("7.50") == "7.5"
+
+
+@pytest.mark.parametrize(
+    ("mapped", "stored"),
+    [
+        (35, {"code": "C-1001", "id": "35"}),  # Tryton many2one read back, the mapping wrote the id
+        ("C-1001", {"code": "C-1001", "id": 35}),  # ... the mapping wrote the party's code
+        ("35", {"id": 35, "code": "X", "name": "Acme"}),  # a REST API's nested {id, code}
+        ({"id": 35, "code": "C-1001"}, 35),  # a link written, the bare id read back
+        ([3, 4], [{"id": 3, "name": "a"}, {"id": "4", "name": "b"}]),  # many2many
+    ],
+)
+def test_a_linked_record_equals_the_id_or_code_the_mapping_writes(mapped: object, stored: object) -> None:
+    result = compare({"party": mapped}, {"party": stored})
+    assert result.in_sync, result.diffs
+
+
+def test_a_link_to_another_record_is_one_diff_showing_its_id() -> None:
+    result = compare({"party": 36}, {"party": {"code": "C-1001", "id": 35}})
+    assert result.diffs == [FieldDiff("party", "35", "36")]  # normalised, as every diff shows them
+    assert not compare({"party": 36}, {"party": {"code": "C-1001"}}).in_sync  # no id: not a link

@@ -270,3 +270,81 @@ def test_archived_customer_becomes_an_inactive_party_that_can_still_change(adapt
     (row,) = adapter.rpc.model("party.party", "search_read", [("id", "=", int(created.target_id or 0))], 0, None,
                                None, ["name", "active"], context={"active_test": False})
     assert row["name"] == f"Still archived {tag}" and not row["active"]
+
+
+def test_check_reports_the_tryton_version_and_the_access_each_entity_needs(adapter: TrytonAdapter) -> None:
+    import trytond
+
+    result = adapter.check()
+    series = ".".join(trytond.__version__.split(".")[:2])
+    assert result.extra["version"] == f"Tryton {series}"
+    permissions = {(p["entity"], p["access"]): p for p in result.extra["permissions"]}
+    assert permissions[("party", "write")]["ok"] is True  # admin may do everything
+    assert permissions[("sale", "read")]["ok"] is True
+    assert ("shipment", "write") not in permissions  # read-only entity: nothing to ask
+    assert result.extra["access"]["sale.line"]["create"] is True
+
+
+def test_check_names_the_access_rights_a_restricted_user_lacks(
+    adapter: TrytonAdapter, tryton: LocalTryton, tag: str
+) -> None:
+    # a user in no group: Tryton's rules let everyone use parties, and only the Sales group use sales
+    login, password = f"intake-{tag.lower()}", f"Pw-{tag}-long-enough-1"
+    adapter.rpc.model("res.user", "create", [{"name": f"Clerk {tag}", "login": login, "password": password}])
+    entities = {"party": {"read": {}, "write": {"key_field": "code"}}, "sale": {"read": {}, "write": {}}}
+    settings = tryton.system_settings(entities)
+    settings.update(username=login, password=password)
+    restricted = TrytonAdapter("tryton", settings)
+    try:
+        result = restricted.check()
+    finally:
+        restricted.close()
+    assert result.reachable and result.authenticated
+    permissions = {(p["entity"], p["access"]): p for p in result.extra["permissions"]}
+    assert permissions[("party", "write")]["ok"] is True
+    assert permissions[("sale", "read")]["ok"] is False
+    write = permissions[("sale", "write")]
+    assert write["ok"] is False
+    assert "create sale.sale" in write["detail"] and "write sale.line" in write["detail"] and login in write["detail"]
+
+
+def test_a_source_with_start_now_publishes_only_changes_made_after_it_started(
+    tryton: LocalTryton, tag: str, tmp_path: Any
+) -> None:
+    from middleware.broker import open_broker
+    from middleware.config import SourceConfig
+    from middleware.message import Envelope
+    from middleware.runtime.poller import SourcePoller
+    from middleware.store import open_store
+
+    settings = tryton.system_settings({"party": {"read": {"start": "now"}, "write": {"key_field": "code"}}})
+    settings["settle_s"] = 0
+    erp = TrytonAdapter("tryton", settings)
+    broker = open_broker(f"embedded:///{tmp_path}/broker.db")
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    broker.setup_route("parties", ["party.changed"])
+    source = SourceConfig(name="tryton_parties", system="tryton", entity="party", emits="party.changed")
+    poller = SourcePoller(source, erp.reader(), broker, store, capabilities=erp.capabilities)
+    try:
+        (old,) = erp.writer().write_batch([party(tag, 1)])  # exists before the source starts
+        assert old.outcome == "ok"
+        time.sleep(1.1)  # Tryton's change times have one-second steps on SQLite
+        assert poller.poll_once() == 0
+        started = store.get_watermark("source:tryton_parties")
+        assert started is not None and datetime.fromisoformat(started) > datetime(2026, 1, 1, tzinfo=UTC)
+        (new,) = erp.writer().write_batch([party(tag, 2)])
+        assert new.outcome == "ok"
+        published: list[str] = []
+        deadline = time.monotonic() + 10
+        while not published and time.monotonic() < deadline:
+            poller.poll_once()
+            deliveries = broker.fetch("parties", 100, 0.2)
+            broker.ack(deliveries)
+            published += [Envelope.from_bytes(d.body).payload["code"] for d in deliveries]
+        assert published == [f"C-{tag}-2"]  # the party made before the start is not published
+        everything = {r.data["code"] for r in read_all(erp, "party")[0]}
+        assert f"C-{tag}-1" in everything  # a read from no watermark (reconciliation) still sees it
+    finally:
+        erp.close()
+        broker.close()
+        store.close()
