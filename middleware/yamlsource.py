@@ -39,6 +39,8 @@ class YamlDocument:
     data: Any
     value_locations: dict[YamlPath, SourceLocation] = field(default_factory=dict)
     key_locations: dict[YamlPath, SourceLocation] = field(default_factory=dict)
+    # Values that `${VAR}` references were resolved to: errors never echo them.
+    env_values: set[str] = field(default_factory=set)
 
     def locate(self, path: YamlPath, *, key: bool = False) -> SourceLocation:
         """Location of `path`, falling back to its nearest written ancestor."""

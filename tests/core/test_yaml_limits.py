@@ -94,7 +94,7 @@ def test_alias_that_nests_past_the_limit_is_refused(tmp_path: Path) -> None:
 
 def test_brackets_in_quotes_and_comments_do_not_count_as_nesting(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text("x: '" + "[" * 100 + "'\ny: \"{{{{\"\n# " + "[" * 100 + "\nz: [1, [2]]\n", encoding="utf-8")
+    path.write_text("x: '" + "[" * 100 + '\'\ny: "{{{{"\n# ' + "[" * 100 + "\nz: [1, [2]]\n", encoding="utf-8")
     assert load_yaml_file(path).data["z"] == [1, [2]]
 
 
