@@ -88,6 +88,16 @@ class PermanentError(DeliveryError):
     """Retrying cannot help (validation, 4xx): the message goes to the dead-letter queue."""
 
 
+class DataFileError(IsthmusError):
+    """A SQLite file Isthmus keeps (the embedded broker, the state store) is damaged or has
+    lost its contents. Raised when it is opened, at start, naming the file and what to do,
+    instead of SQLite's bare "database disk image is malformed" in the middle of a run."""
+
+    def __init__(self, message: str, *, file: str) -> None:
+        super().__init__(message)
+        self.file = file
+
+
 class MalformedMessageError(IsthmusError):
     """The bytes on a queue are not a valid canonical envelope."""
 

@@ -59,9 +59,16 @@ def problems_from_validation(
             continue
         message = err["msg"].removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], dict | list):
-            message += f" (got {mask_url_credentials(repr(err['input']))})"
+            message += f" (got {_echo(err['input'], doc)})"
         problems.append(Problem(message, doc.locate(path), render_path(path), hint))
     return problems
+
+
+def _echo(value: object, doc: YamlDocument) -> str:
+    """The offending value as shown in an error: never one that came from the environment."""
+    if isinstance(value, str) and any(resolved and resolved in value for resolved in doc.env_values):
+        return "a value from an ${ENV_VAR}, not shown"
+    return mask_url_credentials(repr(value))
 
 
 def _valid_fields_at(model: type[BaseModel] | None, loc: tuple[object, ...]) -> list[str]:

@@ -18,7 +18,6 @@ configured secret blanked out; never a password.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +27,7 @@ import zeep.exceptions
 from adapters.soap.config import FaultRule
 from adapters.soap.hardening import ImportRefused, XmlRefused
 from adapters.soap.transport import Scrubber
+from middleware.mapping.patterns import glob_matches
 
 Outcome = Literal["transient", "permanent"]
 
@@ -85,9 +85,9 @@ def classify_fault(
     code = fault_code(fault)
     message = str(fault.message or "")
     for rule in rules:
-        if rule.code is not None and not fnmatch.fnmatchcase(code.lower(), rule.code.lower()):
+        if rule.code is not None and not glob_matches(rule.code, code, ignore_case=True):
             continue
-        if rule.message is not None and not fnmatch.fnmatchcase(message.lower(), rule.message.lower()):
+        if rule.message is not None and not glob_matches(rule.message, message, ignore_case=True):
             continue
         return rule.outcome, False
     parts = [p.lower() for p in code.split(".") if p]

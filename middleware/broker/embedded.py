@@ -21,6 +21,10 @@ How it works
   moves the row to the DLQ — each one statement guarded by the lease token, so a consumer
   whose lease expired cannot ack a message someone else now holds.
 * Every commit runs with `synchronous=FULL`: on return, the data is on disk.
+* A new file is created whole (schema included) and linked into place, so a file that
+  exists without the messages table has lost what it held (truncated, replaced): the broker
+  refuses to open it rather than start empty; delete the file to start fresh on purpose.
+  A damaged file is refused at open too, naming it (DataFileError).
 
 URL: `embedded://relative/path.db` (relative to the config file's folder), or
 `embedded:///absolute/path.db`; `?visibility_timeout=SECONDS` (default 60) sets the lease.
@@ -52,6 +56,7 @@ from middleware.broker.base import (
     dlq_name,
 )
 from middleware.broker.topics import topic_matches
+from middleware.errors import DataFileError
 
 DEFAULT_VISIBILITY_TIMEOUT_S = 60.0
 _SQLITE_MAX_VARIABLES = 900
@@ -101,6 +106,34 @@ def _signal_for(path: str) -> threading.Condition:
         return _signals.setdefault(path, threading.Condition())
 
 
+def _create_whole(path: Path) -> None:
+    """Create a missing broker file with its schema already in it, atomically.
+
+    A file is linked into place only once it holds the tables, so a file that exists without
+    them is always a lost one (see _refuse_lost_schema), never a new one that another
+    process has created and not written yet."""
+    if path.exists():
+        return
+    draft = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        db = sqlite3.connect(str(draft), isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+        finally:
+            db.close()  # the last connection: the WAL is checkpointed into the file and removed
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(draft, path)
+    finally:
+        for leftover in (draft, draft.with_name(draft.name + "-wal"), draft.with_name(draft.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 def parse_embedded_url(url: str, base_dir: str | Path | None = None) -> tuple[Path, float]:
     """(database path, visibility timeout) from `embedded://PATH[?visibility_timeout=S]`."""
     if not url.startswith("embedded://"):
@@ -134,13 +167,48 @@ class EmbeddedBroker:
         self.visibility_timeout_s = visibility_timeout_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._signal = _signal_for(str(self.path))
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)  # idempotent DDL; busy_timeout covers a racing process
-        self._recover_orphaned_leases()
+        try:
+            _create_whole(self.path)
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._refuse_lost_schema()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)  # idempotent DDL (tables added since); busy_timeout covers a race
+            self._recover_orphaned_leases()  # reads every lease: damaged message pages show here, at start
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
         self._closed = False
+
+    def _refuse_lost_schema(self) -> None:
+        """An existing file without the messages table lost what it held (truncated to zero
+        bytes, replaced, restored from the wrong place). SQLite would happily treat it as a new
+        empty database, and the queued messages would vanish while /readyz said ready."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone():
+            return
+        size = self.path.stat().st_size
+        self._db.close()
+        raise DataFileError(
+            f"the embedded broker file {self.path} exists but holds no broker tables ({size} bytes"
+            f"{', empty' if size == 0 else ''}): the messages queued in it are gone, so Isthmus does not start "
+            "on it as if it were new. Restore it from a backup; or, to start with an empty broker on purpose, "
+            f"delete it (rm {self.path} {self.path}-wal {self.path}-shm) and start again",
+            file=str(self.path),
+        )
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> DataFileError:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable, disk full: not damage
+            return DataFileError(
+                f"cannot open the embedded broker file {self.path}: {exc}; check its permissions, the free disk "
+                "space, and that no other program holds it locked",
+                file=str(self.path),
+            )
+        return DataFileError(
+            f"the embedded broker file {self.path} is damaged ({exc}). Stop every worker using it, then restore "
+            f"it from a backup, or recover what is readable with `sqlite3 {self.path} .recover`; to start with an "
+            f"empty broker instead (its queued messages are lost), delete it ({self.path} and its -wal/-shm files)",
+            file=str(self.path),
+        )
 
     @classmethod
     def from_url(cls, url: str, base_dir: str | Path | None = None) -> EmbeddedBroker:

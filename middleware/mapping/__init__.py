@@ -75,6 +75,10 @@ Conditions are structured, never expressions: `{field: p, equals: v}`, `not_equa
 `in: [..]`, `exists: true|false`, `matches: regex`, `gt|gte|lt|lte: number`, `{all: [..]}`,
 `{any: [..]}`, `{not: {..}}`.
 
+Regular expressions (`regex(...)`, `matches:`) are RE2 syntax (`patterns.py`): they run in
+time linear in the text, so no pattern can stall a worker; backreferences (`\1`) and
+lookaround (`(?=`, `(?<=`, ...) are refused at load with a hint how to rewrite them.
+
 Running
 -------
 * `CompiledMapping.apply(record, ctx)` → mapped dict (Decimal/datetime values) or None.

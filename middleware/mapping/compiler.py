@@ -20,6 +20,7 @@ from middleware.errors import IsthmusError, MappingError, Problem
 from middleware.mapping.conditions import Predicate, compile_condition, key_text
 from middleware.mapping.jsonready import to_json_ready
 from middleware.mapping.paths import SELF_PATH, is_index, make_getter, single_key, split_path
+from middleware.mapping.patterns import PatternError
 from middleware.mapping.pipeline import PipelineSyntaxError, Step, parse_pipeline
 from middleware.mapping.problemlog import ProblemLog
 from middleware.mapping.spec import FIELD_SPEC_KEYS, EachSpec, ExampleSpec, FieldSpec, MappingFileSpec
@@ -809,6 +810,9 @@ class _Compiler:
             if definition.needs_site:
                 return definition.factory(*values, site=site)
             return definition.factory(*values)
+        except PatternError as exc:
+            self.log.add(f"{step.describe()}: {exc}", path, exc.hint)
+            return None
         except ValueError as exc:
             self.log.add(f"{step.describe()}: {exc}", path, f"write {definition.signature}: {definition.summary}")
             return None

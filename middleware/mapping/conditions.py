@@ -11,13 +11,13 @@ for a missing or non-numeric / non-text value: a condition never fails a record.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from middleware.mapping.paths import make_getter, split_path
+from middleware.mapping.patterns import PatternError, compile_regex
 from middleware.mapping.problemlog import ProblemLog
 from middleware.problems import did_you_mean
 from middleware.yamlsource import YamlPath
@@ -150,9 +150,9 @@ def compile_condition(spec: Any, path: YamlPath, log: ProblemLog, check_path: Pa
             log.add("'matches' takes a regular expression as text", where, 'matches: "^C-[0-9]+$"')
             return _never
         try:
-            search = re.compile(operand).search
-        except re.error as exc:
-            log.add(f"bad regular expression: {exc}", where, "check brackets and escapes; quote it in YAML")
+            search = compile_regex(operand).search  # RE2: linear time, whatever the pattern and the value
+        except PatternError as exc:
+            log.add(str(exc), where, exc.hint)
             return _never
 
         def matches(record: Any) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from middleware.errors import MappingError, XrefMissingError
+from middleware.mapping.patterns import compile_regex
 from middleware.mapping.pipeline import Arg
 
 StepFn = Callable[[Any, Any], Any]
@@ -199,10 +200,7 @@ def _split(sep: str, index: int | None = None) -> StepFn:
 
 @_register("regex", "pattern:text, group?:value", "extract the first match (or `group`); no match gives None")
 def _regex(pattern: str, group: Any = None) -> StepFn:
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from exc
+    compiled = compile_regex(pattern)  # RE2: linear time; PatternError (a ValueError) with a rewrite hint
     if group is None:
         group = 1 if compiled.groups else 0
     if isinstance(group, int):

@@ -52,7 +52,6 @@ such as status write-backs.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 import uuid
@@ -67,6 +66,7 @@ from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteReque
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
 from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of, route_consumes
 from middleware.errors import ConfigError, IsthmusError, Problem
+from middleware.mapping.patterns import glob_matches
 from middleware.message import Envelope, Source, utc_now
 from middleware.problems import did_you_mean
 from middleware.reconcile.diff import FieldDiff, compare, normalise
@@ -519,7 +519,7 @@ def _matches(data: dict[str, Any], patterns: dict[str, str]) -> bool:
         value: Any = data
         for part in path.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if value is None or not fnmatch.fnmatchcase(str(value), pattern):
+        if value is None or not glob_matches(pattern, str(value)):
             return False
     return True
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from middleware.errors import DataFileError
 from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
 from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
 from middleware.store.flowsql import flow_run_filter as _flow_run_filter
@@ -84,6 +85,23 @@ _LOOKUP = (
 )
 
 
+def _damaged(path: str, exc: sqlite3.DatabaseError) -> DataFileError:
+    """The error for a state file that will not open: SQLite's own message names no file."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable, disk full: not damage
+        return DataFileError(
+            f"cannot open the state store file {path}: {exc}; check its permissions, the free disk space, and "
+            "that no other program holds it locked",
+            file=path,
+        )
+    return DataFileError(
+        f"the state store file {path} is damaged ({exc}). Stop every worker using it, then restore it from a "
+        f"backup, or recover what is readable with `sqlite3 {path} .recover`. Starting with an empty store "
+        "instead (delete the file and its -wal/-shm files) forgets every cross-reference and watermark: "
+        "records would be created again in the targets",
+        file=path,
+    )
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file; see the module docstring for the guarantees."""
 
@@ -92,14 +110,17 @@ class SqliteStore:
         self.url = url if url is not None else f"sqlite:///{Path(path).resolve()}"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves (see module docstring).
-        self._conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._enable_wal()
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._create_tables()
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (see module docstring).
+            self._conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._enable_wal()
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._create_tables()
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(path, exc) from None
 
     def _enable_wal(self) -> None:
         """Switch to WAL; retried because the switch can report "locked" without waiting."""
