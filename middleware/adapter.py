@@ -62,11 +62,17 @@ class WriteRequest:
 
 @dataclass
 class WriteResult:
+    """One request's outcome. `unchanged` (with ok): the target already held this content, so
+    nothing was written. `locked` (with permanent): the record cannot be changed in its current
+    state (the route applies its `on_locked`, see RecordLockedError)."""
+
     outcome: Literal["ok", "transient", "permanent"]
     target_id: str | None = None
     error: str = ""
     status: int | None = None
     retry_after: float | None = None
+    unchanged: bool = False
+    locked: bool = False
 
 
 @dataclass

@@ -88,6 +88,14 @@ class PermanentError(DeliveryError):
     """Retrying cannot help (validation, 4xx): the message goes to the dead-letter queue."""
 
 
+class RecordLockedError(PermanentError):
+    """The target record exists but cannot be changed in its current state (a Tryton sale past
+    draft, a REST record the API answers 409/423 for). Retrying cannot help; what follows is
+    the route's `on_locked`: skip or note it (acked, counted `reason="locked"`), or dead-letter
+    it (the default). An update that would not change the record is no such error: it is a no-op.
+    """
+
+
 class MalformedMessageError(IsthmusError):
     """The bytes on a queue are not a valid canonical envelope."""
 

@@ -54,6 +54,11 @@ class TargetSpec(Strict):
         description="With `flow`: the messages are this signal of the flow (e.g. approval), resuming the run "
         "that waits for it, instead of starting runs.",
     )
+    key: str | list[str] | None = Field(
+        default=None,
+        description="Target field(s) that identify the record (its business key, e.g. reference or code): "
+        "writers of the same target entity that share it find one record instead of creating two.",
+    )
 
     @model_validator(mode="after")
     def _system_or_flow(self) -> TargetSpec:
@@ -107,6 +112,13 @@ class RouteConfig(Strict):
         default=None,
         description="Make the route one direction of a loop-free two-way pair: its peer route, the canonical "
         "fields synced both ways and their conflict policies (see middleware/sync/twoway.py).",
+    )
+    on_locked: Literal["skip", "note", "dead_letter"] = Field(
+        default="dead_letter",
+        description="When the target refuses a change because the record is locked in its state (a Tryton sale "
+        "past draft; a REST answer matching the entity's write.locked): skip acks it (counted "
+        'isthmus_messages_skipped_total{reason="locked"}), note does the same and logs record_locked_skipped, '
+        "dead_letter sends it to the dead-letter queue. An update that changes nothing is never a dead letter.",
     )
     # Set by LoadedConfig: where the route's mappings are, so a two-way route can split its chain.
     _mapping_paths: list[Path] = PrivateAttr(default_factory=list)

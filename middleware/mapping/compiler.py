@@ -1000,6 +1000,7 @@ def _object_or_omit(out: dict[str, Any]) -> Any:
 
 
 Row = tuple[str, int, Any, Any, Any, Any]
+_FILTER_OMITTED = "    if OMIT in out.values():\n        return {k: v for k, v in out.items() if v is not OMIT}\n"
 
 
 def _generate_block(rows: tuple[Row, ...], careful: BlockFn, may_omit: bool) -> BlockFn:
@@ -1031,7 +1032,7 @@ def _generate_block(rows: tuple[Row, ...], careful: BlockFn, may_omit: bool) -> 
         "        raise\n"
         "    except Exception:\n"
         "        return careful(record, ctx)\n"
-        + ("    if OMIT in out.values():\n        return {k: v for k, v in out.items() if v is not OMIT}\n" if may_omit else "")
+        + (_FILTER_OMITTED if may_omit else "")
         + "    return out\n"
     )
     exec(compile(source, "<isthmus mapping block>", "exec"), namespace)  # noqa: S102 - see docstring

@@ -43,6 +43,7 @@ from middleware.errors import (
     MalformedMessageError,
     MappingError,
     PermanentError,
+    RecordLockedError,
     TransientError,
     UnknownMessageTypeError,
 )
@@ -135,6 +136,8 @@ class RouteProcessor:
             "duplicate": MESSAGES_SKIPPED.labels(config.name, "duplicate"),
             "filtered": MESSAGES_SKIPPED.labels(config.name, "filtered"),
             "stale": MESSAGES_SKIPPED.labels(config.name, "stale"),
+            "unchanged": MESSAGES_SKIPPED.labels(config.name, "unchanged"),
+            "locked": MESSAGES_SKIPPED.labels(config.name, "locked"),
             "last": LAST_SUCCESS.labels(config.name),
         }
         ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
@@ -281,7 +284,14 @@ class RouteProcessor:
                     record_key, changed = item.envelope.record_key, item.envelope.occurred_at.timestamp()
                     versions[record_key] = max(changed, versions.get(record_key, changed))
                     to_ack.append(item.delivery)
-                    self._landed(item.envelope, now, outcome)
+                    if result.unchanged:
+                        self._unchanged(item.envelope, outcome)
+                    else:
+                        self._landed(item.envelope, now, outcome)
+                elif result.locked and self.config.on_locked != "dead_letter":
+                    applied_keys.append(item.request.key)  # settled: a redelivery is not tried again
+                    to_ack.append(item.delivery)
+                    self._locked_skipped(item.envelope, result, outcome)
                 else:
                     moves.append(self._failed_write(item.delivery, item.envelope, result, outcome))
             sync: SyncWrite | None = None
@@ -324,13 +334,41 @@ class RouteProcessor:
         self._metrics["lag"].observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
         outcome.applied += 1
 
+    def _unchanged(self, envelope: Envelope, outcome: BatchOutcome) -> None:
+        """The target already held this content: acked as settled, neither a write nor a dead letter."""
+        self._metrics["unchanged"].inc()
+        outcome.skipped += 1
+        log.debug(
+            "message_skipped",
+            route=self.config.name,
+            reason="unchanged",
+            message_id=str(envelope.message_id),
+            correlation_id=envelope.correlation_id,
+        )
+
+    def _locked_skipped(self, envelope: Envelope, result: WriteResult, outcome: BatchOutcome) -> None:
+        """`on_locked: skip | note`: the record cannot change in its state; acked and counted."""
+        self._metrics["locked"].inc()
+        outcome.skipped += 1
+        if self.config.on_locked == "note":
+            log.warning(
+                "record_locked_skipped",
+                route=self.config.name,
+                message_id=str(envelope.message_id),
+                correlation_id=envelope.correlation_id,
+                record=envelope.record_key,
+                target=f"{self.config.to.system}.{self.config.to.entity}",
+                error=_clip(result.error),
+            )
+
     def _failed_write(
         self, delivery: Delivery, envelope: Envelope, result: WriteResult, outcome: BatchOutcome
     ) -> Callable[[], None]:
         if result.outcome == "transient":
             failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
             return partial(self._retry_or_dead_letter, delivery, envelope, failure, outcome)
-        permanent = PermanentError(result.error, status=result.status)
+        error_class = RecordLockedError if result.locked else PermanentError
+        permanent = error_class(result.error, status=result.status)
         return partial(self._dead_letter, delivery, envelope, permanent, outcome)
 
     # ----- two-way routes (middleware/sync/twoway.py decides; the route writes, acks and moves) -----

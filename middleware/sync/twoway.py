@@ -435,7 +435,8 @@ class TwoWaySync:
             return
         state = work.state
         previous = state.data["canonical"].get(source)
-        state.data["canonical"][source] = {**previous, **work.canonical} if isinstance(previous, dict) else work.canonical
+        merged = {**previous, **work.canonical} if isinstance(previous, dict) else work.canonical
+        state.data["canonical"][source] = merged
         state.data["refs"][source] = ref_text(work.source)
         state.data["refs"][target] = ref_text(work.target)
         work.state_changed = True

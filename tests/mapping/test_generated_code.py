@@ -253,7 +253,9 @@ def test_generated_partial_mapping_agrees_with_the_closures_on_absent_and_null_v
 
 
 @pytest.mark.parametrize("generate", [True, False], ids=["generated", "closures"])
-def test_absent_fields_are_left_out_and_explicit_nulls_are_kept(monkeypatch: pytest.MonkeyPatch, generate: bool) -> None:
+def test_absent_fields_are_left_out_and_explicit_nulls_are_kept(
+    monkeypatch: pytest.MonkeyPatch, generate: bool
+) -> None:
     from middleware.mapping import compiler
 
     monkeypatch.setattr(compiler, "GENERATE_CODE", generate)
