@@ -43,6 +43,7 @@ from adapters.tryton.values import (
     RecordProblem,
     for_create,
     for_update,
+    merge_key_text,
     substitute,
 )
 from adapters.tryton.workflow import SaleWorkflow
@@ -250,6 +251,7 @@ class TrytonWriter:
         )
         current = {int(row["id"]): row for row in rows}
         replace = REPLACED_CHILDREN.get(kind, frozenset())
+        merges = self._merge_keys(items, current)
         pending: list[tuple[_Item, dict[str, Any]]] = []
         reactivate: list[tuple[_Item, dict[str, Any]]] = []
         deactivate: list[tuple[_Item, dict[str, Any]]] = []
@@ -272,7 +274,7 @@ class TrytonWriter:
             if inactive_now and values:
                 reactivate.append((item, {"active": True}))
             if values or not (inactive_now or inactive_after):
-                pending.append((item, for_update(values, existing, self.catalog, replace)))
+                pending.append((item, for_update(values, existing, self.catalog, replace, merges.get(item.index))))
             if inactive_after or inactive_now:
                 deactivate.append((item, {"active": not inactive_after}))
         self._settle_locked(model, locked)
@@ -280,6 +282,35 @@ class TrytonWriter:
         # the call or made inactive by it: activate, write, deactivate are three calls
         for step in (reactivate, pending, deactivate):
             self._write(model, [(item, values) for item, values in step if _still_ok(item)])
+
+    def _merge_keys(
+        self, items: list[_Item], current: dict[int, dict[str, Any]]
+    ) -> dict[int, dict[str, tuple[str, dict[str, int]]]]:
+        """Per item, for each children field its request merges by key: key value → current child id
+        (one read per child model for the batch)."""
+        wanted: list[tuple[_Item, str, str, str]] = []  # item, field, child model, key
+        for item in items:
+            for name, key in item.request.merge.items():
+                value = item.values.get(name)
+                if isinstance(value, Children) and key in self.catalog.fields(value.model):
+                    wanted.append((item, name, value.model, key))
+        if not wanted:
+            return {}
+        ids: dict[tuple[str, str], set[int]] = {}
+        for item, name, child_model, key in wanted:
+            row = current.get(item.target or 0) or {}
+            ids.setdefault((child_model, key), set()).update(int(i) for i in row.get(name) or [])
+        keys: dict[tuple[str, str], dict[int, str]] = {}
+        for (child_model, key), child_ids in ids.items():
+            rows = self.rpc.model(child_model, "read", sorted(child_ids), [key]) if child_ids else []
+            keys[(child_model, key)] = {int(r["id"]): merge_key_text(r.get(key)) for r in rows}
+        found: dict[int, dict[str, tuple[str, dict[str, int]]]] = {}
+        for item, name, child_model, key in wanted:
+            row = current.get(item.target or 0) or {}
+            known = keys.get((child_model, key), {})
+            by_key = {known[int(i)]: int(i) for i in reversed(row.get(name) or []) if int(i) in known}
+            found.setdefault(item.index, {})[name] = (key, by_key)
+        return found
 
     def _settle_locked(self, model: str, locked: list[tuple[_Item, str]]) -> None:
         """Sales past draft are not changed: one that already holds what the write carries is

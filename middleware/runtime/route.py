@@ -126,6 +126,10 @@ class RouteProcessor:
         self.writer = writer
         self.map_record = map_record
         self.mapping_label = mapping_label
+        # list fields the writer merges by item key (the last mapping's merge_key:), not replaces
+        self.merge_keys: dict[str, str] = dict(
+            getattr(mapping, "merge_keys", None) or getattr(map_record, "merge_keys", None) or {}
+        )
         self._metrics: dict[str, Any] = {
             "consumed": MESSAGES_CONSUMED.labels(config.name),
             "produced": MESSAGES_PRODUCED.labels(config.name),
@@ -249,6 +253,7 @@ class RouteProcessor:
                         record=record,
                         key=key,
                         correlation_id=envelope.correlation_id,
+                        merge=self.merge_keys,
                     ),
                 )
             )

@@ -298,6 +298,7 @@ class TwoWaySync:
         self.peer = self.config.peer
         head, tail, model = split_chain(mapping, route.name)
         self._head, self._tail = head, tail
+        self.merge_keys: dict[str, str] = dict(getattr(mapping, "merge_keys", None) or {})
         self.context = context
         try:
             self.fields = CanonicalFields(model, self.config.fields)
@@ -668,6 +669,7 @@ class TwoWaySync:
             key=envelope.idempotency_key,
             target_id=work.target.id if work.target else None,
             correlation_id=envelope.correlation_id,
+            merge=self.merge_keys,
         )
 
     # ----- after the writes -----------------------------------------------------------------

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from adapters.tryton import TrytonAdapter
+from middleware.adapter import WriteRequest
 from middleware.broker import open_broker
 from middleware.broker.base import H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
 from middleware.config import RetryPolicy, RouteConfig, TargetSpec
@@ -122,3 +123,29 @@ def test_a_redelivered_deal_is_a_no_op_and_an_amended_one_follows_on_locked(
         assert broker.depth(dlq_name(name)) == 0
         assert skipped(name, "locked") == locked + 1
     assert adapter.rpc.model("sale.sale", "search_count", [("reference", "=", order)]) == 1
+
+
+def test_a_write_with_only_the_billing_address_keeps_the_shipping_one(adapter: TrytonAdapter, tag: str) -> None:
+    """Addresses merged by the mapping's merge_key (here Tryton's `attn`): the write carries one
+    address, the party keeps the other, and the one it carries is changed in place."""
+    code = f"C-{tag}-M"
+    both = {
+        "name": f"Merge {tag}",
+        "code": code,
+        "addresses": [
+            {"attn": "billing", "street": "Hauptstr. 1", "city": "Berlin", "country": {"code": "DE"}},
+            {"attn": "shipping", "street": "Lagerweg 9", "city": "Potsdam", "country": {"code": "DE"}},
+        ],
+    }
+    (created,) = adapter.writer().write_batch([WriteRequest("party", both, key=f"crm/customer/{code}@1")])
+    assert created.outcome == "ok", created.error
+    billing_only = {"code": code, "addresses": [{"attn": "billing", "street": "Ring 2", "city": "Hamburg"}]}
+    request = WriteRequest(
+        "party", billing_only, key=f"crm/customer/{code}@2", target_id=created.target_id, merge={"addresses": "attn"}
+    )
+    (updated,) = adapter.writer().write_batch([request])
+    assert updated.outcome == "ok", updated.error
+    (row,) = adapter.rpc.model("party.party", "read", [int(created.target_id or 0)], ["addresses"])
+    addresses = adapter.rpc.model("party.address", "read", row["addresses"], ["attn", "street", "city", "active"])
+    held = {a["attn"]: (a["street"], a["city"], a["active"]) for a in addresses}
+    assert held == {"billing": ("Ring 2", "Hamburg", True), "shipping": ("Lagerweg 9", "Potsdam", True)}
