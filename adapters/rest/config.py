@@ -308,6 +308,26 @@ class WriteProbe(_Strict):
         return _check_path(value)
 
 
+class LockedAnswer(_Strict):
+    """How the API says "this record cannot be changed in its state" (e.g. 409 or 423 with a message).
+
+    A write answered so is a RecordLockedError (the route's `on_locked` decides), not a plain
+    permanent failure."""
+
+    status: list[int] = Field(min_length=1, description="Status codes that can mean locked, e.g. [409, 423].")
+    body_contains: str | None = Field(
+        default=None, description="Text the answer's body must contain too (unset: the status alone decides)."
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _client_errors(cls, value: list[int]) -> list[int]:
+        wrong = [s for s in value if not 400 <= s <= 499 or s in (401, 408, 429)]
+        if wrong:
+            raise ValueError(f"locked status codes must be 4xx answers about the record, not {wrong}")
+        return value
+
+
 class WriteSpec(_Strict):
     """How to apply one mapped record.
 
@@ -331,6 +351,11 @@ class WriteSpec(_Strict):
     check: WriteProbe | None = Field(
         default=None,
         description="How `isthmus check` verifies write permission without writing (unset: not verified).",
+    )
+    locked: LockedAnswer | None = Field(
+        default=None,
+        description="The answer that means the record is locked in its state (a RecordLockedError, handled by "
+        "the route's on_locked), e.g. {status: [409], body_contains: 'not editable'}.",
     )
 
     @field_validator("path")

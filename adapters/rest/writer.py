@@ -39,7 +39,7 @@ from adapters.rest.transport import (
 from adapters.shared.documents import dig
 from adapters.shared.lanes import LanePool
 from adapters.shared.scrubber import Scrubber
-from middleware.adapter import WriteRequest, WriteResult
+from middleware.adapter import WriteRequest, WriteResult, merge_by_key
 from middleware.errors import DeliveryError, TransientError
 
 
@@ -97,6 +97,12 @@ class RestWriter:
                         results[index] = redone
                         continue
                     prepared = redone
+                if prepared.request.merge:
+                    merged = self._merged(prepared)
+                    if isinstance(merged, WriteResult):
+                        results[index] = merged
+                        continue
+                    prepared = merged
                 result = self._send(prepared)
                 results[index] = result
                 if result.outcome == "ok" and prepared.request.target_id is None and result.target_id:
@@ -185,13 +191,67 @@ class RestWriter:
         status = response.status_code
         outcome = classify_status(status)
         if outcome != "ok":
+            text = response_text(response)
             return WriteResult(
                 outcome,
-                error=f"{what} → {status}: {self.scrubber.excerpt(response_text(response))}",
+                error=f"{what} → {status}: {self.scrubber.excerpt(text)}",
                 status=status,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")) if outcome == "transient" else None,
+                locked=outcome == "permanent" and self._is_locked(prepared.request.entity, status, text),
             )
         return WriteResult("ok", target_id=self._target_id(response, prepared), status=status)
+
+    def _is_locked(self, entity: str, status: int, text: str) -> bool:
+        """The entity's `write.locked` answer: the record cannot change in its state."""
+        spec = self.config.entities[entity].write
+        locked = spec.locked if spec is not None else None
+        if locked is None or status not in locked.status:
+            return False
+        return locked.body_contains is None or locked.body_contains in text
+
+    def _merged(self, prepared: _Prepared) -> _Prepared | WriteResult:
+        """The request with its `merge` lists merged into the record's current ones (read by the
+        entity's `read.item_path`): a write that carries the billing address keeps the shipping one.
+
+        Without an item_path, or for a record the target does not have yet, the request is sent
+        as it is."""
+        request = prepared.request
+        entity = self.config.entities[request.entity]
+        spec, read = entity.write, entity.read
+        record_id = request.target_id
+        if record_id is None and spec is not None and spec.mode == "upsert" and spec.key_field:
+            found = dig(request.record, spec.key_field)
+            record_id = None if found in (None, "") else str(found)
+        if read is None or read.item_path is None or record_id is None:
+            return prepared
+        path = read.item_path.replace("{id}", quote(record_id, safe=""))
+        try:
+            if self.budget is not None:
+                self.budget.acquire()
+            headers = {"Accept": "application/json", **self.credentials.headers()}
+            reply = send_direct(self.session, "GET", self.config.base_url + path, None, headers, self.config.timeout_s)
+        except (DeliveryError, requests.RequestException) as exc:
+            return WriteResult("transient", error=f"GET {path} (to merge lists) failed: {self.scrubber.describe(exc)}")
+        if reply.status_code == 404:
+            return prepared
+        if classify_status(reply.status_code) != "ok":
+            return WriteResult(
+                "transient", error=f"GET {path} (to merge lists) → {reply.status_code}", status=reply.status_code
+            )
+        try:
+            current: Any = json.loads(reply.content) if reply.content else {}
+        except ValueError:
+            return WriteResult("transient", error=f"GET {path} (to merge lists) did not answer JSON")
+        if read.item_record_path:
+            current = dig(current, read.item_record_path)
+        if not isinstance(current, dict):
+            return prepared
+        record = dict(request.record)
+        for name, key in request.merge.items():
+            if isinstance(record.get(name), list):
+                record[name] = merge_by_key(current.get(name), record[name], key)
+        redone = self._prepare(replace(request, record=record, merge={}))
+        return redone
 
     def _target_id(self, response: HttpReply, prepared: _Prepared) -> str | None:
         if prepared.id_path is None or not response.content:
