@@ -30,12 +30,14 @@ class Problem:
     location: SourceLocation | None = None
     path: str = ""
     hint: str = ""
+    severity: str = "error"  # "warning": reported by `isthmus validate`, does not fail the load
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""
         at = f"{self.path}: " if self.path else ""
         hint = f"\n    hint: {self.hint}" if self.hint else ""
-        return f"{where}{at}{self.message}{hint}"
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{where}{kind}{at}{self.message}{hint}"
 
 
 class IsthmusError(Exception):

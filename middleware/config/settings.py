@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +21,7 @@ from middleware.adapter import adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
 from middleware.broker.topics import topic_matches
 from middleware.config.envrefs import resolve_env_refs
+from middleware.config.topology import check_route_topology
 from middleware.errors import ConfigError, Problem
 from middleware.message import MESSAGE_TYPE_PATTERN
 from middleware.observability.logmask import DEFAULT_PII_FIELDS
@@ -336,6 +338,7 @@ class LoadedConfig:
         self.base_dir = path.parent
         self.model = model
         self.systems = systems  # name → (adapter type, validated adapter config)
+        self.warnings: list[Problem] = []  # what `isthmus validate` reports without failing
         for route in model.routes:
             route._mapping_paths = self.mapping_paths
 
@@ -367,11 +370,14 @@ def load_config(path: str | Path, *, check_mappings: bool = True) -> LoadedConfi
         raise ConfigError(problems + problems_from_validation(exc, doc, (), IsthmusConfig)) from None
     systems = _validate_systems(model, doc, problems)
     _cross_check(model, doc, systems, problems)
+    unsafe, warnings = check_route_topology(model.routes, doc.locate, partial(_upsert_key, systems))
+    problems.extend(unsafe)
     loaded = LoadedConfig(config_path, model, systems)
+    loaded.warnings = warnings
     if check_mappings and not problems:
         problems.extend(_check_route_mappings(loaded, doc))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems + warnings)
     return loaded
 
 
@@ -405,6 +411,17 @@ def _validate_systems(
         except ValidationError as exc:
             problems.extend(problems_from_validation(exc, doc, base, config_model))
     return systems
+
+
+def _upsert_key(systems: dict[str, tuple[str, BaseModel]], system: str, entity: str) -> str | None:
+    """The key an entity is written by in one request (`write: {mode: upsert, path: /x/{key}}`), if any:
+    the record the path addresses is the identity, so the target keeps one per key."""
+    spec = _entities_of(systems[system][1]).get(entity) if system in systems else None
+    write = getattr(spec, "write", None)
+    if getattr(write, "mode", None) == "upsert":
+        key = getattr(write, "key_field", None)
+        return key if isinstance(key, str) else str(getattr(write, "path", "") or "path")
+    return None
 
 
 def _entities_of(config: BaseModel) -> dict[str, Any]:
