@@ -62,7 +62,7 @@ def check_route_topology(
         if len(keys) == 1 and () not in keys:
             continue
         names = ", ".join(repr(route.name) for _, route in found)
-        for i, route in found[1:]:
+        for i, _route in found[1:]:
             warnings.append(
                 Problem(
                     f"routes {names} all write {system}.{entity} without a shared business key: each may create "
