@@ -122,7 +122,7 @@ class CompiledMapping:
         if not isinstance(record, dict):
             raise MappingError(f"the input record must be an object, got {type(record).__name__}", mapping=self.id)
         when = self.when
-        if when is not None and not when(record):
+        if when is not None and not when(record, ctx):
             return None
         return self.block(record, ctx)
 
@@ -260,6 +260,9 @@ def _compile_document(doc: YamlDocument) -> tuple[CompiledMapping | None, list[P
         _check_entity_name(getattr(spec, key), (key,), log)
     source_model, target_model = entity_model(spec.source), entity_model(spec.target)
     compiler = _Compiler(doc, log, spec.mapping, source_model, target_model, _missing_value(spec.on_missing))
+    if source_model is None and "." in spec.source:
+        system, _, entity = spec.source.partition(".")
+        compiler.native_source = (system, entity)
     when = compiler.condition(spec.when, ("when",), source_model) if spec.when is not None else None
     block = compiler.top(spec.fields)
     _check_examples(list(enumerate(spec.examples)), spec.source, source_model, log)
@@ -378,13 +381,14 @@ class _Compiler:
         self.target_model = target_model
         self.missing = missing  # the mapping's on_missing: OMIT or None
         self.merge_keys: dict[str, str] = {}
+        self.native_source: tuple[str, str] | None = None  # (system, entity) of a '<system>.<entity>' source
 
     # -- paths ------------------------------------------------------------------------------
     def condition(self, spec: Any, path: YamlPath, source_model: type[BaseModel] | None) -> Predicate:
         def check(field_path: str, where: YamlPath) -> None:
             self.check_source_path(field_path, where, source_model)
 
-        return compile_condition(spec, path, self.log, check)
+        return compile_condition(spec, path, self.log, check, self.native_source)
 
     def check_source_path(self, source_path: str, where: YamlPath, model: type[BaseModel] | None) -> bool:
         """Report a source path that a canonical source model does not have."""
@@ -1264,7 +1268,7 @@ def _each_field(
         if items is OMIT:
             return OMIT
         for item in items:
-            if keep is not None and not keep(item):
+            if keep is not None and not keep(item, ctx):
                 continue
             mapped = block(item, ctx)
             for index_key, start in index_keys:
@@ -1378,7 +1382,7 @@ def _general_field(
     defaults_only = table is None and has_default and not required and when is None and len(steps) <= 1
 
     def general(record: Any, ctx: Any) -> Any:
-        if when is not None and not when(record):
+        if when is not None and not when(record, ctx):
             return OMIT
         value = get(record)
         if value is OMIT:
