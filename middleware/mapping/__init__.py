@@ -27,10 +27,10 @@ fields:
   addresses:                            # a list built from item blocks (each read from this record)
     - kind: {const: billing}
       street: billing.street
-  contacts:                             # merged into the target's list by `kind`
+  contacts:                             # merged into the target's list by `role`
     each: people
-    merge_key: kind
-    fields: {kind: role, email: mail}
+    merge_key: role
+    fields: {role: role, email: mail}
   lines:                                # a list built from a source list
     each: items                         # source list path
     when: {field: qty, gt: 0}           # optional: keep only these items
