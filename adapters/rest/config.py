@@ -352,6 +352,11 @@ class WriteSpec(_Strict):
         default=None,
         description="How `isthmus check` verifies write permission without writing (unset: not verified).",
     )
+    skip_unchanged: bool = Field(
+        default=False,
+        description="Read the record (read.item_path) before writing to a known record; when it already holds "
+        "every field the write carries, nothing is sent (the route counts it reason=unchanged).",
+    )
     locked: LockedAnswer | None = Field(
         default=None,
         description="The answer that means the record is locked in its state (a RecordLockedError, handled by "
@@ -385,6 +390,12 @@ class WriteSpec(_Strict):
 class EntitySpec(_Strict):
     read: ReadSpec | None = Field(default=None, description="How to read changes (omit if write-only).")
     write: WriteSpec | None = Field(default=None, description="How to write records (omit if read-only).")
+
+    @model_validator(mode="after")
+    def _reads_what_it_compares(self) -> EntitySpec:
+        if self.write is not None and self.write.skip_unchanged and (self.read is None or self.read.item_path is None):
+            raise ValueError("write.skip_unchanged reads the record first: set read.item_path (e.g. /api/things/{id})")
+        return self
 
 
 class RequestBudgetConfig(_Strict):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -54,6 +56,7 @@ class _Prepared:
     fallback_id: str | None
     id_path: str | None
     request: WriteRequest
+    compare: bool = False  # write.skip_unchanged: read the record first, send nothing if it holds this
 
 
 class RestWriter:
@@ -97,7 +100,7 @@ class RestWriter:
                         results[index] = redone
                         continue
                     prepared = redone
-                if prepared.request.merge:
+                if prepared.request.merge or prepared.compare:
                     merged = self._merged(prepared)
                     if isinstance(merged, WriteResult):
                         results[index] = merged
@@ -150,7 +153,7 @@ class RestWriter:
         fallback = request.target_id
         if fallback is None and spec.mode == "upsert" and spec.key_field and record.get(spec.key_field) is not None:
             fallback = str(record[spec.key_field])
-        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path, request)
+        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path, request, spec.skip_unchanged)
 
     def _send(self, prepared: _Prepared) -> WriteResult:
         what = f"{prepared.method} {prepared.path}"
@@ -212,6 +215,8 @@ class RestWriter:
     def _merged(self, prepared: _Prepared) -> _Prepared | WriteResult:
         """The request with its `merge` lists merged into the record's current ones (read by the
         entity's `read.item_path`): a write that carries the billing address keeps the shipping one.
+        With `skip_unchanged`, a record that already holds every field of the body is not written
+        (an ok result marked unchanged).
 
         Without an item_path, or for a record the target does not have yet, the request is sent
         as it is."""
@@ -250,7 +255,17 @@ class RestWriter:
         for name, key in request.merge.items():
             if isinstance(record.get(name), list):
                 record[name] = merge_by_key(current.get(name), record[name], key)
+        if prepared.compare and spec is not None:
+            body = {k: v for k, v in record.items() if k not in spec.drop_fields}
+            if all(k in current and same_json(current[k], v) for k, v in body.items()):
+                held_id = dig(current, spec.id_path) if spec.id_path else None
+                target = str(held_id) if held_id not in (None, "") and not isinstance(held_id, dict | list) else None
+                return WriteResult("ok", target_id=target or prepared.fallback_id, unchanged=True)
+        if not request.merge:
+            return prepared
         redone = self._prepare(replace(request, record=record, merge={}))
+        if isinstance(redone, _Prepared):
+            redone.compare = False
         return redone
 
     def _target_id(self, response: HttpReply, prepared: _Prepared) -> str | None:
@@ -262,6 +277,31 @@ class RestWriter:
             return prepared.fallback_id
         found = dig(body, prepared.id_path)
         return prepared.fallback_id if found is None or isinstance(found, dict | list) else str(found)
+
+
+def same_json(held: Any, written: Any) -> bool:
+    """Whether a value read back from the API is what a write would send: numbers by value
+    (a JSON 19.9 holds the mapped "19.90"), objects on the keys written, lists item by item."""
+    if isinstance(written, dict):
+        return isinstance(held, dict) and all(k in held and same_json(held[k], v) for k, v in written.items())
+    if isinstance(written, list | tuple):
+        return (
+            isinstance(held, list)
+            and len(held) == len(written)
+            and all(same_json(h, w) for h, w in zip(held, written, strict=True))
+        )
+    if written in (None, "") or held in (None, ""):
+        return written in (None, "") and held in (None, "")
+    numbers = (int, float, Decimal)
+    numeric = [v for v in (held, written) if isinstance(v, numbers) and not isinstance(v, bool)]
+    if numeric and not isinstance(held, bool) and not isinstance(written, bool):
+        try:
+            return Decimal(str(held)) == Decimal(str(written))
+        except (InvalidOperation, ValueError):
+            return False
+    if isinstance(written, datetime | date):
+        return str(held) == written.isoformat()
+    return bool(held == written)
 
 
 def _fill_path(template: str, spec: WriteSpec, request: WriteRequest) -> str:

@@ -108,3 +108,27 @@ def test_merge_by_key_replaces_matching_items_appends_new_ones_and_keeps_the_res
         {"kind": "other", "city": "Bonn"},
     ]
     assert merge_by_key(None, written, "kind") == written
+
+
+def test_skip_unchanged_sends_nothing_when_the_record_holds_the_write(stub_server) -> None:
+    things = Things()
+    things.records["T-5"] = {"no": "T-5", "name": "Acme", "limit": 19.9, "addresses": [{"kind": "billing"}]}
+    server = stub_server(things)
+    writer = adapter_for(server.url, {**UPSERT, "skip_unchanged": True}, READ).writer()
+    same = WriteRequest("thing", {"no": "T-5", "name": "Acme", "limit": "19.90"}, key="crm:thing:T-5@2")
+    (result,) = writer.write_batch([same])
+    assert (result.outcome, result.unchanged, result.target_id) == ("ok", True, "T-5")
+    assert [s.method for s in server.seen] == ["GET"]
+    changed = WriteRequest("thing", {"no": "T-5", "name": "Acme AG"}, key="crm:thing:T-5@3")
+    (result,) = writer.write_batch([changed])
+    assert (result.outcome, result.unchanged) == ("ok", False)
+    assert things.records["T-5"]["name"] == "Acme AG"
+
+
+def test_skip_unchanged_needs_an_item_path_to_read_the_record() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as raised:
+        adapter_for("http://127.0.0.1:1", {**UPSERT, "skip_unchanged": True})
+    assert "read.item_path" in str(raised.value)
