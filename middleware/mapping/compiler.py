@@ -43,7 +43,8 @@ class _Omit:
         return "OMIT"
 
 
-OMIT: Any = _Omit()  # a field whose `when:` is false leaves no key at all
+OMIT: Any = _Omit()  # a field whose `when:` is false, or whose source is absent, leaves no key at all
+_OMIT_ID = id(OMIT)
 _MISSING: Any = object()
 
 
@@ -993,18 +994,21 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
 
 def _without_omitted(out: dict[str, Any]) -> dict[str, Any]:
     """An object without its left-out keys (generated blocks call it for nested items)."""
-    return {k: v for k, v in out.items() if v is not OMIT} if OMIT in out.values() else out
+    return {k: v for k, v in out.items() if v is not OMIT} if _OMIT_ID in map(id, out.values()) else out
 
 
 def _object_or_omit(out: dict[str, Any]) -> Any:
     """A nested object without its left-out keys; left out itself when nothing is left."""
-    if OMIT in out.values():
+    if _OMIT_ID in map(id, out.values()):
         out = {k: v for k, v in out.items() if v is not OMIT}
     return out if out else OMIT
 
 
 Row = tuple[str, int, Any, Any, Any, Any]
-_FILTER_OMITTED = "    if OMIT in out.values():\n        return {k: v for k, v in out.items() if v is not OMIT}\n"
+# `id` in `map(id, ...)`: an identity scan in C; `OMIT in values()` would ask each Decimal's __eq__
+_FILTER_OMITTED = (
+    "    if OMIT_ID in map(id, out.values()):\n        return {k: v for k, v in out.items() if v is not OMIT}\n"
+)
 
 
 def _generate_block(rows: tuple[Row, ...], careful: BlockFn, may_omit: bool) -> BlockFn:
@@ -1023,6 +1027,7 @@ def _generate_block(rows: tuple[Row, ...], careful: BlockFn, may_omit: bool) -> 
         "Decimal": Decimal,
         "ROUND_HALF_UP": ROUND_HALF_UP,
         "OMIT": OMIT,
+        "OMIT_ID": id(OMIT),
         "nz": _object_or_omit,
         "dr": _without_omitted,
     }
@@ -1056,9 +1061,9 @@ def _display(
     """The source of one dict display building an object from `record` (read with `get`).
 
     Generated names are a prefix plus a tag of digits, `o` and `_` (the field's position,
-    nested): globals k c f s d g a L ik rf ra rb vk vt; locals v w m ls dq rx vv and the
+    nested): globals k c f s d g a L ik rf ra rb vk vt; locals v w m ls dd dq rx vv and the
     comprehension's pos item get. No prefix is another followed by a tag character, so names
-    never collide. Fixed names: OMIT nz dr (and the ones of `_generate_block`).
+    never collide. Fixed names: OMIT OMIT_ID nz dr (and the ones of `_generate_block`).
 
     A read passes `get` the value for an absent key (`OMIT` unless the field says null), so a
     field the record does not carry leaves its key out; transforms never see OMIT.
@@ -1164,8 +1169,8 @@ def _inline_each(fn: Any, namespace: dict[str, Any], t: str, record: str) -> str
         return None
     namespace[f"L{t}"], namespace[f"ik{t}"] = list_items, index_key
     body = _display(inner_rows, namespace, f"{t}_", f"item{t}", f"get{t}", (f"ik{t}: pos{t}",))
-    if getattr(inner, "may_omit", True):
-        body = f"dr({body})"
+    if getattr(inner, "may_omit", True):  # filtered only when a key was left out (a C-level check)
+        body = f"(dr(dd{t}) if OMIT_ID in map(id, (dd{t} := {body}).values()) else dd{t})"
     return (
         f"(OMIT if (ls{t} := L{t}({record})) is OMIT else "
         f"[{body} for pos{t}, item{t} in enumerate(ls{t}, {int(start)}) for get{t} in (item{t}.get,)])"
