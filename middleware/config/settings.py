@@ -115,6 +115,12 @@ class RouteConfig(Strict):
         description="Make the route one direction of a loop-free two-way pair: its peer route, the canonical "
         "fields synced both ways and their conflict policies (see middleware/sync/twoway.py).",
     )
+    when: dict[str, Any] | None = Field(
+        default=None,
+        description="Apply the route only to messages for which this holds (a condition as in mappings, on the "
+        "payload; skipped messages are acked, counted reason=filtered). {linked: crm} / {not_linked: crm} without "
+        "field: asks whether the message's source record is linked to a record in that system.",
+    )
     on_locked: Literal["skip", "note", "dead_letter"] = Field(
         default="dead_letter",
         description="When the target refuses a change because the record is locked in its state (a Tryton sale "
@@ -372,6 +378,7 @@ def load_config(path: str | Path, *, check_mappings: bool = True) -> LoadedConfi
     _cross_check(model, doc, systems, problems)
     unsafe, warnings = check_route_topology(model.routes, doc.locate, partial(_upsert_key, systems))
     problems.extend(unsafe)
+    problems.extend(_check_route_conditions(model, doc))
     loaded = LoadedConfig(config_path, model, systems)
     loaded.warnings = warnings
     if check_mappings and not problems:
@@ -411,6 +418,17 @@ def _validate_systems(
         except ValidationError as exc:
             problems.extend(problems_from_validation(exc, doc, base, config_model))
     return systems
+
+
+def _check_route_conditions(model: IsthmusConfig, doc: YamlDocument) -> list[Problem]:
+    """Each route's `when:` compiles (the worker compiles it again from the model)."""
+    from middleware.mapping.conditions import compile_route_condition
+
+    problems: list[Problem] = []
+    for i, route in enumerate(model.routes):
+        if route.when is not None:
+            problems.extend(compile_route_condition(route.when, doc, ("routes", i, "when"))[1])
+    return problems
 
 
 def _upsert_key(systems: dict[str, tuple[str, BaseModel]], system: str, entity: str) -> str | None:

@@ -107,7 +107,9 @@ Conditions are structured, never expressions: `{field: p, equals: v}`, `not_equa
 `{field: id, not_linked: {to: crm, from: tryton, entity: sale}}`: whether the record whose id
 is at `field` is linked to a record in `to` (asked of the mapping context, like `xref`; `from`
 and `entity` default to a native `source: system.entity`). E.g. a Tryton sale → CRM status
-mapping with `when: {field: id, linked: crm}` skips sales the CRM never created.
+mapping with `when: {field: id, linked: crm}` skips sales the CRM never created. A route's
+`when:` in isthmus.yaml takes the same conditions on the message payload; there `{linked: crm}`
+without `field:` asks about the message's own source record.
 
 Running
 -------

@@ -14,7 +14,9 @@ whether the record whose id is at `field` in system `from`, entity `entity` is l
 record in system `to`. `from` and `entity` default to the mapping's native source
 (`source: tryton.sale`); a mapping from a canonical entity names them. E.g. skip status
 updates for Tryton sales the CRM never created: `when: {field: id, linked: crm}`. A record
-without an id, or a run without a context, counts as not linked.
+without an id, or a run without a context, counts as not linked. A route's own `when:`
+(`routes[].when`) takes the same conditions on the message payload, and there `{linked: crm}`
+without `field:` asks about the message's source record itself.
 
 Predicates take `(record, ctx=None)`: `ctx` is the MappingContext (only links look at it).
 """
@@ -27,10 +29,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from middleware.errors import Problem
 from middleware.mapping.paths import make_getter, split_path
 from middleware.mapping.problemlog import ProblemLog
 from middleware.problems import did_you_mean
-from middleware.yamlsource import YamlPath
+from middleware.yamlsource import YamlDocument, YamlPath
 
 Predicate = Callable[..., bool]  # (record, ctx=None) -> bool
 PathCheck = Callable[[str, YamlPath], None]
@@ -69,9 +72,13 @@ def compile_condition(
     log: ProblemLog,
     check_path: PathCheck | None = None,
     source: tuple[str, str] | None = None,
+    *,
+    message_record: bool = False,
 ) -> Predicate:
     """A predicate (record, ctx=None) → bool; problems go to `log` (the returned predicate is then
-    unusable). `source` is the (system, entity) that `linked:` defaults to."""
+    unusable). `source` is the (system, entity) that `linked:` defaults to. With `message_record`
+    (a route's `when:`), `linked:` without `field:` asks about the message's own source record,
+    which `ctx.source` names (a `RecordRef`)."""
     if not isinstance(spec, dict) or not spec:
         log.add("a condition must be a mapping", path, f"use one of {_SHAPES}")
         return _never
@@ -88,7 +95,7 @@ def compile_condition(
         name = combinators[0]
         inner = spec[name]
         if name == "not":
-            test = compile_condition(inner, (*path, "not"), log, check_path, source)
+            test = compile_condition(inner, (*path, "not"), log, check_path, source, message_record=message_record)
             return lambda record, ctx=None: not test(record, ctx)
         if not isinstance(inner, list) or not inner:
             log.add(
@@ -97,7 +104,10 @@ def compile_condition(
                 f"{name}: [{{field: ..}}, ..]",
             )
             return _never
-        tests = tuple(compile_condition(c, (*path, name, i), log, check_path, source) for i, c in enumerate(inner))
+        tests = tuple(
+            compile_condition(c, (*path, name, i), log, check_path, source, message_record=message_record)
+            for i, c in enumerate(inner)
+        )
         if name == "all":
             return lambda record, ctx=None: all(t(record, ctx) for t in tests)
         return lambda record, ctx=None: any(t(record, ctx) for t in tests)
@@ -115,6 +125,8 @@ def compile_condition(
     operators = [k for k in spec if k in OPERATORS]
     if not ok:
         return _never
+    if "field" not in spec and message_record and len(operators) == 1 and operators[0] in LINK_OPERATORS:
+        return _link_condition(operators[0], spec[operators[0]], None, (*path, operators[0]), log, source)
     if "field" not in spec:
         log.add("condition has no 'field:'", path, f"use one of {_SHAPES}")
         return _never
@@ -205,10 +217,24 @@ def compile_condition(
     return numeric
 
 
+def compile_route_condition(spec: Any, doc: YamlDocument, path: YamlPath) -> tuple[Predicate, list[Problem]]:
+    """A route's `when:` (on the message payload; `{linked: SYSTEM}` asks about the message's
+    source record), with the problems located in `doc` at `path`."""
+    log = ProblemLog(doc)
+    predicate = compile_condition(spec, path, log, message_record=True)
+    return predicate, log.problems
+
+
 def _link_condition(
-    op: str, operand: Any, get: Callable[..., Any], where: YamlPath, log: ProblemLog, source: tuple[str, str] | None
+    op: str,
+    operand: Any,
+    get: Callable[..., Any] | None,
+    where: YamlPath,
+    log: ProblemLog,
+    source: tuple[str, str] | None,
 ) -> Predicate:
-    """`linked` / `not_linked`: whether the record at `field` has a cross-reference to `to`."""
+    """`linked` / `not_linked`: whether the record at `field` has a cross-reference to `to`; without
+    a getter (a route's `when:`), whether the message's source record (`ctx.source`) has."""
     spec = {"to": operand} if isinstance(operand, str) else operand
     example = f"{op}: crm, or {op}: {{to: crm, from: tryton, entity: sale}}"
     if not isinstance(spec, dict) or not spec:
@@ -219,6 +245,25 @@ def _link_condition(
             log.add(f"unknown key {key!r} in {op}", (*where, key), did_you_mean(str(key), LINK_KEYS), key=True)
             return _never
     values = {k: spec.get(k, None) for k in LINK_KEYS}
+    if get is None:
+        to_system = values["to"]
+        if not isinstance(to_system, str) or not to_system or values["from"] or values["entity"]:
+            log.add(
+                f"a route's {op} asks about the message's own record: give only the other system",
+                where,
+                f"{op}: crm (or test a payload field: {{field: order_id, {op}: {{to: crm, from: x, entity: y}}}})",
+            )
+            return _never
+
+        def message_linked(record: Any, ctx: Any = None) -> bool:
+            ref = getattr(ctx, "source", None)
+            if ref is None:
+                return False
+            return ctx.xref(ref.system, ref.entity, ref.id, to_system) is not None
+
+        if op == "linked":
+            return message_linked
+        return lambda record, ctx=None: not message_linked(record, ctx)
     if source is not None:
         values["from"] = values["from"] or source[0]
         values["entity"] = values["entity"] or source[1]

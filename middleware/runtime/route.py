@@ -145,6 +145,7 @@ class RouteProcessor:
             "last": LAST_SUCCESS.labels(config.name),
         }
         ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
+        self.when = route_condition(config)
         self.two_way: TwoWaySync | None = None
         if config.two_way is not None:
             self.two_way = self._two_way(mapping)
@@ -216,6 +217,12 @@ class RouteProcessor:
                 continue
             seen_in_batch.add(key)
             if check_stale and self._is_stale(envelope, newest):
+                outcome.skipped += 1
+                skipped_keys.append(key)
+                to_ack.append(delivery)
+                continue
+            if self.when is not None and not self._wanted(envelope):
+                self._metrics["filtered"].inc()
                 outcome.skipped += 1
                 skipped_keys.append(key)
                 to_ack.append(delivery)
@@ -338,6 +345,14 @@ class RouteProcessor:
         self._metrics["pipeline_lag"].observe(max(0.0, lag))
         self._metrics["lag"].observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
         outcome.applied += 1
+
+    def _wanted(self, envelope: Envelope) -> bool:
+        """The route's `when:` holds for this message (links looked up in the store)."""
+        from middleware.mapping.context import MessageConditionContext
+
+        assert self.when is not None
+        context = MessageConditionContext(self.store, self._source_ref(envelope))
+        return bool(self.when(envelope.payload, context))
 
     def _unchanged(self, envelope: Envelope, outcome: BatchOutcome) -> None:
         """The target already held this content: acked as settled, neither a write nor a dead letter."""
@@ -555,6 +570,20 @@ class RouteProcessor:
             attempts=attempts,
             mapping=mapping,
         )
+
+
+def route_condition(config: RouteConfig) -> Callable[..., bool] | None:
+    """The route's compiled `when:` (checked with its place when the config loaded)."""
+    if config.when is None:
+        return None
+    from middleware.mapping.conditions import compile_route_condition
+    from middleware.yamlsource import YamlDocument
+
+    where = YamlDocument(f"route {config.name} when:", config.when)
+    predicate, problems = compile_route_condition(config.when, where, ())
+    if problems:
+        raise ConfigError(problems)
+    return predicate
 
 
 def _clip(text: str, limit: int = 2000) -> str:
