@@ -62,7 +62,8 @@ detail:
 
 * a field that reads an absent path is left out; a transform never sees it;
 * `default: X` (X not null) fills an absent or null/empty value; `default: null` only turns
-  "" into null, an absent value stays absent;
+  "" into null, an absent value stays absent; `default: X, on_missing: omit` fills null and
+  "" but leaves an absent value out;
 * `on_missing: null` on a field (or on the whole mapping) writes null for an absent path,
   the behaviour before this rule; a pipe with `default(..)`, `required` or `count` sees an
   absent value as null; `required: true` still refuses it;

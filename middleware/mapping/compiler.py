@@ -832,6 +832,7 @@ class _Compiler:
             required=parsed.required,
             when=when,
             missing=missing,
+            fill_missing=not ("on_missing" in given and parsed.on_missing == "omit"),
         )
 
     def pipeline(self, text: str, path: YamlPath, site: StepSite) -> tuple[tuple[StepFn, ...], tuple[str, ...]]:
@@ -1299,13 +1300,15 @@ def _general_field(
     required: bool,
     when: Predicate | None,
     missing: Any = OMIT,
+    fill_missing: bool = True,
 ) -> FieldFn:
     """The closure for one `{from|const: ...}` field, specialised for the common shapes.
 
     `get` gives `missing` for an absent source path: OMIT leaves the field out (unless a
-    non-null `default:` fills it or `required: true` refuses it); None treats it as null."""
+    non-null `default:` fills it, which an explicit `on_missing: omit` forbids, or `required:
+    true` refuses it); None treats it as null."""
     has_default = default is not _MISSING
-    fills_missing = has_default and default is not None
+    fills_missing = has_default and default is not None and fill_missing
     run: StepFn | None
     if not steps:
         run = None
@@ -1424,7 +1427,7 @@ def _general_field(
 
     if when is None and (missing is None or fills_missing or required):
         general.never_omits = True  # type: ignore[attr-defined]
-    if defaults_only:
+    if defaults_only and (fills_missing or default is None or missing is None):
         return _fast(general, key, run, default, missing)
     if table is not None and key is not None and run is None and not has_default and not required and when is None:
         general.lookup = (key, table)  # type: ignore[attr-defined]  # a plain value map: inlinable

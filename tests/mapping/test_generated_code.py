@@ -179,6 +179,7 @@ fields:
   deep: x.y.z
   mapped: {from: tier, values: {gold: A, silver: B}}
   cleared: {from: f, on_missing: null}
+  kept_absent: {from: g, transform: trim, default: given-null, on_missing: omit}
   pair: {from: [a, b]}
   fixed: {const: 1}
   ship_to.city: ship.city
@@ -193,7 +194,7 @@ fields:
       sku: {from: sku, transform: upper}
       qty: {from: qty, transform: "decimal(2)"}
 """
-KEYS = ["a", "b", "c", "d", "e", "f", "tier", "ship", "x", "items"]
+KEYS = ["a", "b", "c", "d", "e", "f", "g", "tier", "ship", "x", "items"]
 
 
 def _partial_record(rng: Any) -> dict[str, Any]:
@@ -204,6 +205,7 @@ def _partial_record(rng: Any) -> dict[str, Any]:
         "d": " dee ",
         "e": " e ",
         "f": "F",
+        "g": " G ",
         "tier": rng.choice(["gold", "silver"]),
         "ship": {"city": "Berlin", "zip": " 10115 ", "country": "de"},
         "x": {"y": {"z": 3}},
@@ -260,13 +262,14 @@ def test_absent_fields_are_left_out_and_explicit_nulls_are_kept(
 
     monkeypatch.setattr(compiler, "GENERATE_CODE", generate)
     mapping = compile_mapping_text(PARTIAL_MAPPING)
-    out = mapping.apply({"a": None, "b": None, "ship": {"city": None}, "items": [{"sku": "x"}]})
+    out = mapping.apply({"a": None, "b": None, "g": None, "ship": {"city": None}, "items": [{"sku": "x"}]})
     assert out == {
         "plain": None,  # explicit null in the source: the target field is cleared
         "upper": None,
         "filled": "none-given",  # a non-null default fills an absent value
         "dotted": None,
         "cleared": None,  # on_missing: null
+        "kept_absent": "given-null",  # the default fills a null ...
         "pair": [None, None],
         "fixed": 1,
         "ship_to": {"city": None},
@@ -274,4 +277,4 @@ def test_absent_fields_are_left_out_and_explicit_nulls_are_kept(
         "lines": [{"n": 1, "sku": "X"}],
     }
     # nothing carried: only what the mapping fixes or fills, never a null
-    assert mapping.apply({}) == {"filled": "none-given", "cleared": None, "fixed": 1}
+    assert mapping.apply({}) == {"filled": "none-given", "cleared": None, "fixed": 1}  # ... not an absent value
