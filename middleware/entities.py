@@ -1,5 +1,8 @@
 """Canonical CRM↔ERP entities: the shared vocabulary that mappings are validated against.
 
+Pattern: the **Canonical Data Model** — each system needs mappings to and from it, not to
+every other system.
+
 Field names are the canonical ones integrators write in `mappings/*.yaml` when a mapping's
 source or target is a canonical entity. Money is Decimal, time is timezone-aware UTC.
 """

@@ -1,5 +1,8 @@
 """The canonical message envelope every adapter produces and every route consumes.
 
+Patterns: **Envelope Wrapper** around a **Canonical Data Model** payload, with a
+**Correlation Identifier** (`correlation_id`, `causation_id`) carried through every hop.
+
 An envelope carries one change of one record in one system. The payload is a plain JSON
 object: either the source system's native record (as read by its adapter) or a canonical
 entity (see `middleware.entities`). Envelopes travel as UTF-8 JSON bytes on the broker.

@@ -1,5 +1,9 @@
 """The broker contract the worker, pollers and CLI rely on.
 
+Patterns: **Guaranteed Delivery** (durable before `publish` returns), a **Message Router**
+by type (topic bindings), **Competing Consumers** with a single active consumer per queue or
+shard, and a **Dead Letter Channel** per route.
+
 Two implementations share it: `embedded` (a durable SQLite queue, no server) and `rabbitmq`
 (pika). Semantics every implementation guarantees:
 

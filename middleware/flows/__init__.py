@@ -1,5 +1,8 @@
 """Flows: multi-step business processes (order-to-cash) declared in YAML, run by the worker.
 
+Pattern: a **Process Manager** keeping each run's state in the store, with **compensating
+actions** (the Saga pattern) when a step fails.
+
 A route whose target is a flow (`to: {flow: order_to_cash}`) hands each message to the flow:
 the first message for a business key starts a *run*, which goes through the flow's steps one
 by one, keeps its progress in the state store (so a redelivered message resumes where the

@@ -1,5 +1,7 @@
 """YAML mappings: what integrators write in `mappings/*.yaml`, compiled once into closures.
 
+Pattern: **Message Translator** (and, through `xref`, a **Content Enricher** of target ids).
+
 A mapping turns one record into another: a native record into a canonical entity, a canonical
 entity into a native write body, or canonical into canonical. Routes chain them
 (`crm.customer → Customer → erp.account`). Files are checked at load with `file:line:col`

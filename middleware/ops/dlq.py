@@ -1,5 +1,8 @@
 """Dead-letter queue operations behind `isthmus dlq list | show | replay | purge`.
 
+Pattern: the operator's side of the **Dead Letter Channel** (the route fills it), and a
+**Message Store** view of it for replay after a fix.
+
 A DLQ is at-least-once, like every queue: on RabbitMQ, dead-lettering is "publish to the
 DLQ, then ack the original", and a worker that dies (or loses its connection) in between
 gets the original back and dead-letters it again. Both copies carry the same message id,

@@ -6,6 +6,10 @@ meaning. Processes are combined the way the dashboard combines them: counters an
 histograms are summed per route, the gauges every process samples from the shared broker
 (queue depth, DLQ size, last success) take the largest value. Rates and lag quantiles are
 computed over the interval between two scrapes; totals are since each process started.
+
+Each table fits the terminal it is drawn on: when the columns do not fit, the least important
+ones are left out (and named under the table) rather than every cell being wrapped, so a route
+stays one line at 80 columns.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console, Group, RenderableType
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -238,6 +243,81 @@ def _delta_buckets(now: dict[float, float], before: dict[float, float] | None) -
 # ----- the view ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a FittedTable.
+
+    `drop` says which columns give way when the terminal is narrow: the highest number goes
+    first, and 0 is never left out (a route's name, rate, errors, DLQ size and lag). Only a
+    `name` column may fold onto a second line, when a name is longer than the terminal allows;
+    figures never wrap.
+    """
+
+    header: str
+    drop: int = 0
+    justify: Literal["left", "right"] = "right"
+    name: bool = False
+
+
+class FittedTable:
+    """A table that fits the width it is drawn at by leaving out its least important columns.
+
+    Rich would otherwise squeeze fifteen columns into 80 by wrapping every header and cell onto
+    several lines, which no one can read. Columns are chosen when rendering, not when building,
+    so a `--watch` view follows a resized terminal; what is left out is named under the table,
+    so a narrow view never hides a figure silently. The borderless style (a rule under the
+    header, two spaces between columns) is what lets all fifteen route columns fit at 160.
+    """
+
+    def __init__(self, title: str, columns: Sequence[Column]) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.rows: list[list[RenderableType]] = []
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def add_row(self, *cells: RenderableType) -> None:
+        self.rows.append(list(cells))
+
+    def table(self, shown: Sequence[int]) -> Table:
+        """The columns at the indexes in `shown`, in the order they were declared."""
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            collapse_padding=True,
+        )
+        for index in shown:
+            column = self.columns[index]
+            if column.name:
+                table.add_column(column.header, justify="left", overflow="fold")
+            else:
+                table.add_column(column.header, justify=column.justify, no_wrap=True)
+        for row in self.rows:
+            table.add_row(*(row[index] for index in shown))
+        return table
+
+    def shown_at(self, console: Console, options: ConsoleOptions) -> list[int]:
+        """Indexes of the columns whose natural width fits `options.max_width`, dropping by `drop`."""
+        width = options.max_width
+        unbounded = options.update_width(max(width, 10_000))  # natural widths, not squeezed ones
+        shown = list(range(len(self.columns)))
+        droppable = sorted((i for i in shown if self.columns[i].drop), key=lambda i: self.columns[i].drop)
+        while droppable and console.measure(self.table(shown), options=unbounded).maximum > width:
+            shown.remove(droppable.pop())
+        return shown
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        shown = self.shown_at(console, options)
+        yield self.table(shown)
+        hidden = [column.header for index, column in enumerate(self.columns) if index not in shown]
+        if hidden and self.rows:  # an empty table hides no figure
+            yield Text(f"not shown at {options.max_width} columns: {', '.join(hidden)}", style="dim")
+
+
 def _rate(now: float, before: float | None, seconds: float) -> float | None:
     if before is None or seconds <= 0 or now < before:
         return None
@@ -300,25 +380,27 @@ def render(now: Snapshot, before: Snapshot | None) -> RenderableType:
         header.append("  up" if one.ok else f"  unreachable: {one.error}", style="green" if one.ok else "bold red")
     parts.append(header)
 
-    routes = Table(title="Routes", title_justify="left", expand=False)
-    for column, justify in (
-        ("route", "left"),
-        ("state", "left"),
-        ("in/s", "right"),
-        ("out/s", "right"),
-        ("failed/s", "right"),
-        ("consumed", "right"),
-        ("produced", "right"),
-        ("failed", "right"),
-        ("retried", "right"),
-        ("dead-lettered", "right"),
-        ("queue", "right"),
-        ("DLQ", "right"),
-        ("lag p50", "right"),
-        ("lag p99", "right"),
-        ("last success", "right"),
-    ):
-        routes.add_column(column, justify=justify)  # type: ignore[arg-type]
+    # At any width: route, in/s, failed, DLQ, lag p99; then, as the width allows: state, out/s, queue, ...
+    routes = FittedTable(
+        "Routes",
+        [
+            Column("route", name=True),
+            Column("state", 1, justify="left"),
+            Column("in/s"),
+            Column("out/s", 2),
+            Column("failed/s", 4),
+            Column("consumed", 10),
+            Column("produced", 9),
+            Column("failed"),
+            Column("retried", 8),
+            Column("dead-lettered", 7),
+            Column("queue", 3),
+            Column("DLQ"),
+            Column("lag p50", 6),
+            Column("lag p99"),
+            Column("last success", 5),
+        ],
+    )
     for name, route in sorted(now.routes.items()):
         prev = before.routes.get(name) if before else None
         word, style = route_state(route, prev)
@@ -343,9 +425,10 @@ def render(now: Snapshot, before: Snapshot | None) -> RenderableType:
         )
     parts.append(routes)
 
-    errors = Table(title="Errors by class", title_justify="left")
-    for column in ("route", "error class", "failed", "dead-lettered"):
-        errors.add_column(column, justify="left" if column in ("route", "error class") else "right")
+    errors = FittedTable(
+        "Errors by class",
+        [Column("route", name=True), Column("error class", name=True), Column("failed"), Column("dead-lettered", 1)],
+    )
     for name, route in sorted(now.routes.items()):
         for error_class in sorted(set(route.failed) | set(route.dead_lettered)):
             errors.add_row(
@@ -358,9 +441,18 @@ def render(now: Snapshot, before: Snapshot | None) -> RenderableType:
         parts.append(errors)
 
     if now.sources:
-        sources = Table(title="Sources and webhooks", title_justify="left")
-        for column in ("source", "published", "published/s", "polls", "poll errors", "watermark age", "last poll"):
-            sources.add_column(column, justify="left" if column == "source" else "right")
+        sources = FittedTable(
+            "Sources and webhooks",
+            [
+                Column("source", name=True),
+                Column("published", 3),
+                Column("published/s"),
+                Column("polls", 4),
+                Column("poll errors"),
+                Column("watermark age", 2),
+                Column("last poll", 1),
+            ],
+        )
         for name, source in sorted(now.sources.items()):
             prev_source = before.sources.get(name) if before else None
             polled = source.polls_ok + source.polls_failed
@@ -376,9 +468,18 @@ def render(now: Snapshot, before: Snapshot | None) -> RenderableType:
         parts.append(sources)
 
     if now.adapters:
-        adapters = Table(title="Adapter calls", title_justify="left")
-        for column in ("system", "operation", "calls", "calls/s", "errors", "p50", "p99"):
-            adapters.add_column(column, justify="left" if column in ("system", "operation") else "right")
+        adapters = FittedTable(
+            "Adapter calls",
+            [
+                Column("system", name=True),
+                Column("operation", name=True),
+                Column("calls", 3),
+                Column("calls/s"),
+                Column("errors"),
+                Column("p50", 2),
+                Column("p99", 1),
+            ],
+        )
         for key, adapter in sorted(now.adapters.items()):
             if adapter.calls <= 0:
                 continue  # a series created at 0 (e.g. a system's 429 counter) says nothing yet

@@ -1,7 +1,7 @@
 """Reconciliation: does the target hold what the route would have written, record by record?
 
 Defined per route (`isthmus reconcile`, and on a schedule by the worker, see
-`reconcile_scheduler`). One run:
+`middleware.reconcile.scheduler`). One run:
 
 1. reads every record of the route's source (the feed that publishes what the route
    consumes; its reader with no watermark) and every record of the route's target entity;
@@ -11,7 +11,7 @@ Defined per route (`isthmus reconcile`, and on a schedule by the worker, see
    changes younger than the reader's settle time);
 3. maps each source record with the route's mapping chain, exactly as the route does
    (cross-references from the store), and compares the result with its target record on
-   the fields the mapping writes (`record_diff`: normalised, content-hashed, field-level);
+   the fields the mapping writes (`middleware.reconcile.diff`: normalised, content-hashed, field-level);
 4. reports drift by kind:
 
    * **missing** — a source record with no cross-reference (never synced, or its creation

@@ -2,7 +2,7 @@
 
 The record is read afresh from its source system (`read_one`, or a full read filtered by
 id), mapped with the route's chain as the route would map it, and compared with the
-target's current record (found through the cross-reference) field by field (`record_diff`).
+target's current record (found through the cross-reference) field by field (`middleware.reconcile.diff`).
 Unless it is a dry run, it is then applied *by the route*: published onto the route's queue
 only, as the poller's envelope with a fresh version (`<version>+replay-<run>`: a new
 idempotency key, so it is not skipped as a duplicate) and correlation id `replay-<run>`.

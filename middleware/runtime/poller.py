@@ -1,5 +1,7 @@
 """Sources: poll a system for changes since a watermark and publish them as envelopes.
 
+Pattern: **Polling Consumer** (an **Event-Driven Consumer** is the webhook receiver).
+
 The watermark advances only after a page's messages are durably published, so a crash
 re-reads at most one page; re-read records carry the same source version and therefore the
 same idempotency key, and the routes skip them.

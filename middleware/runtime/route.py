@@ -1,5 +1,12 @@
 """One route's decisions: consume → map → write → ack, retry, or dead-letter.
 
+Enterprise integration patterns, as Camel names them: the route is an **Idempotent Consumer**
+(a message whose idempotency key is recorded as applied is acked without effect), a
+**Message Translator** (the mapping chain), a **Dead Letter Channel** (what cannot be applied
+goes to the route's DLQ with its reason) and a **Message Filter** that stands in for a
+**Resequencer** (a record's change older than one already applied is skipped as stale, so the
+target never goes back in time although brokers reorder around retries and handovers).
+
 This is the one place where failures are turned into actions. Adapters and mappings only
 classify (`TransientError`, `PermanentError`, `MappingError`, ...); here a transient
 failure becomes a delayed retry until the route's `max_attempts`, everything else goes to

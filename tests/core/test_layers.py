@@ -34,7 +34,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "foundations",
-        ("middleware.broker", "middleware.store", "middleware.mapping", "middleware.schedule", "middleware.observability"),
+        (
+            "middleware.broker",
+            "middleware.store",
+            "middleware.mapping",
+            "middleware.schedule",
+            "middleware.observability",
+        ),
     ),
     # A feature's own config models: pure pydantic, so the root config can build on them.
     ("feature config models", ("middleware.sync.config", "middleware.reconcile.config", "middleware.runtime.config")),
@@ -105,7 +111,8 @@ def layer_of(module: str) -> int:
     best, best_len = -1, -1
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            matches = module == prefix or module.startswith(prefix + ".")
+            # the root package names only itself: a new flat module must be placed on purpose
+            matches = module == prefix or (prefix != "middleware" and module.startswith(prefix + "."))
             if matches and len(prefix) > best_len:
                 best, best_len = index, len(prefix)
     return best
@@ -210,3 +217,40 @@ def test_the_checker_sees_a_cycle_and_an_upward_import() -> None:
     graph["middleware.runtime.worker"]["middleware.config.settings"] = 2
     assert find_cycles(graph) == [["middleware.config.settings", "middleware.runtime.worker"]]
     assert any("imports middleware.runtime.worker" in line for line in upward_imports(graph))
+
+
+def readme_module_map() -> set[str]:
+    """Paths the README's layer table names; `schema.py` after `middleware/entities.py` in one
+    cell is read as `middleware/schema.py`."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| layer | modules |") :]
+    table = table[: table.index("\n\n")]
+    named: set[str] = set()
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[2]
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", cell):
+            if "/" in token.rstrip("/"):
+                folder = token.rstrip("/").rpartition("/")[0] if token.endswith(".py") else ""
+                named.add(token.rstrip("/"))
+            elif folder:
+                named.add(f"{folder}/{token}")
+            else:
+                named.add(token.rstrip("/"))
+    return named
+
+
+def test_readme_module_map_matches_the_tree() -> None:
+    named = readme_module_map()
+    missing_on_disk = sorted(path for path in named if not (REPO / path).exists())
+    assert not missing_on_disk, f"the README's layer table names what the tree lacks: {missing_on_disk}"
+    units = {
+        str(path.relative_to(REPO)) if path.is_file() else str(path.relative_to(REPO))
+        for package in PACKAGES
+        for path in (REPO / package).iterdir()
+        if (path.is_dir() and (path / "__init__.py").exists()) or (path.suffix == ".py" and path.name != "__init__.py")
+    }
+    covered = {unit for unit in units if unit in named or any(name.startswith(unit + "/") for name in named)}
+    assert units == covered, f"add these to the README's layer table: {sorted(units - covered)}"

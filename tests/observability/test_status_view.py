@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,18 @@ from deploy.demo.sample_erp import SampleErp
 from middleware.cli.main import main
 from middleware.config import load_config
 from middleware.errors import ConfigError
-from middleware.ops.status import bucket_quantile, endpoints_from_config, metrics_url, run_status
+from middleware.observability.metrics import LAG_BUCKETS
+from middleware.ops.status import (
+    Labels,
+    Scrape,
+    Snapshot,
+    bucket_quantile,
+    combine,
+    endpoints_from_config,
+    metrics_url,
+    render,
+    run_status,
+)
 from middleware.runtime.worker import Worker
 from tests.e2e.harness import wait_until
 from tests.observability.worker_config import FAILING_ROUTE, HEALTHY_ROUTE, closed_port, write_observed_config
@@ -47,6 +59,89 @@ def test_status_of_an_unreachable_worker_says_so_and_exits_1(capsys: pytest.Capt
     out = capsys.readouterr().out
     assert code == 1
     assert "unreachable" in out and "no worker answered" in out
+
+
+ROUTE_COLUMNS = (
+    "route", "state", "in/s", "out/s", "failed/s", "consumed", "produced", "failed", "retried",
+    "dead-lettered", "queue", "DLQ", "lag p50", "lag p99", "last success",
+)  # fmt: skip
+# Route names as long as the demo's (23 characters at most), figures of a worker that ran for days.
+DEMO_ROUTES = ("customers_crm_to_erp", "orders_crm_to_erp", "order_status_erp_to_crm", "customers_to_erp_down")
+STARTED = 1_700_000_000.0
+LAG_SHARE = {0.05: 0.1, 0.1: 0.3, 0.25: 0.6, 0.5: 0.8, 1: 0.9, 2.5: 0.97, 5: 0.995}  # cumulative, per bucket
+
+
+def _busy_samples(progress: float) -> dict[tuple[str, Labels], float]:
+    """What a long-running worker's /metrics holds; `progress` scales the counters between two reads."""
+    samples: dict[tuple[str, Labels], float] = {}
+    for route in DEMO_ROUTES:
+        down = route.endswith("_down")
+        labels: Labels = (("route", route),)
+        transient: Labels = (*labels, ("error_class", "TransientError"))
+        samples[("isthmus_messages_consumed_total", labels)] = 1_234_567 * progress
+        samples[("isthmus_messages_produced_total", labels)] = 0.0 if down else 1_230_000 * progress
+        samples[("isthmus_messages_retried_total", labels)] = 45_678 * progress
+        if down:
+            samples[("isthmus_messages_failed_total", transient)] = 98_765 * progress
+            samples[("isthmus_messages_dead_lettered_total", transient)] = 12_345 * progress
+        for le in (*LAG_BUCKETS, float("inf")):  # nothing applied on the route that is down: no lag
+            share = 0.0 if down else LAG_SHARE.get(le, 1.0)
+            bucket = ("isthmus_end_to_end_lag_seconds_bucket", (*labels, ("le", str(le))))
+            samples[bucket] = 1_230_000 * progress * share
+        samples[("isthmus_queue_depth", labels)] = 123_456
+        samples[("isthmus_dlq_size", labels)] = 12_345 if down else 0
+        samples[("isthmus_last_success_timestamp_seconds", labels)] = 0.0 if down else STARTED
+    return samples
+
+
+def _busy_view(width: int) -> list[str]:
+    """The status screen of that worker, rates over 2 s, as drawn in a terminal `width` wide."""
+    url = "http://127.0.0.1:9464/metrics"
+    before: Snapshot = combine([Scrape(url, _busy_samples(1.0))], at=STARTED + 100)
+    now: Snapshot = combine([Scrape(url, _busy_samples(1.001))], at=STARTED + 102)
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console.print(render(now, before))
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined,no-any-return]
+
+
+def _routes_table(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(header cells, route → its cells) of the Routes table; cells stand two spaces apart."""
+    header_at = lines.index(next(line for line in lines if line.startswith(" route ")))
+    header = re.split(r"\s{2,}", lines[header_at].strip())
+    rows = {
+        line.split()[0]: re.split(r"\s{2,}", line.strip())
+        for line in lines[header_at + 2 : header_at + 2 + len(DEMO_ROUTES)]
+    }
+    return header, rows
+
+
+def test_status_fits_an_80_column_terminal_one_line_per_route() -> None:
+    lines = _busy_view(80)
+    assert max(len(line) for line in lines) <= 80
+    header, rows = _routes_table(lines)
+    assert {"route", "in/s", "failed", "DLQ", "lag p99"} <= set(header)
+    assert sorted(rows) == sorted(DEMO_ROUTES)  # each route on one line of its own
+    for route, cells in rows.items():
+        assert len(cells) == len(header), f"{route}: {cells} under {header}"  # nothing folded or wrapped
+    down = dict(zip(header, rows["customers_to_erp_down"], strict=True))
+    assert (down["in/s"], down["failed"], down["DLQ"], down["lag p99"]) == ("617", "98,864", "12,345", "–")
+    healthy = dict(zip(header, rows["customers_crm_to_erp"], strict=True))
+    assert (healthy["failed"], healthy["DLQ"], healthy["lag p99"]) == ("0", "0", "4.5 s")
+    hidden = next(line for line in lines if line.startswith("not shown at 80 columns:"))
+    assert "consumed" in hidden and "lag p99" not in hidden  # what was left out is named
+
+
+def test_status_at_160_columns_shows_every_column() -> None:
+    lines = _busy_view(160)
+    assert max(len(line) for line in lines) <= 160
+    header, rows = _routes_table(lines)
+    assert header == list(ROUTE_COLUMNS)
+    assert sorted(rows) == sorted(DEMO_ROUTES)
+    for route, cells in rows.items():
+        assert len(cells) == len(ROUTE_COLUMNS), f"{route}: {cells}"
+    healthy = dict(zip(header, rows["customers_crm_to_erp"], strict=True))
+    assert (healthy["consumed"], healthy["state"], healthy["last success"]) == ("1,235,802", "syncing", "102.0 s ago")
+    assert not any(line.startswith("not shown") for line in lines)
 
 
 @pytest.fixture
