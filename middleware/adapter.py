@@ -87,7 +87,9 @@ class WriteRequest:
 
     `key` is the message's idempotency key (sent as an Idempotency-Key where the target
     supports it). `target_id` is the target's id for this record when the cross-reference
-    knows it (then the writer updates instead of creating).
+    knows it (then the writer updates instead of creating). `merge` names the list fields
+    whose items the writer merges into the record's current list by an item key (the
+    mapping's `merge_key:`) instead of replacing the list: see `merge_by_key`.
     """
 
     entity: str
@@ -95,15 +97,45 @@ class WriteRequest:
     key: str
     target_id: str | None = None
     correlation_id: str = ""
+    merge: dict[str, str] = field(default_factory=dict)
+
+
+def merge_by_key(current: Any, written: list[Any], key: str) -> list[Any]:
+    """The list a target should hold after a write that carries only some of its items.
+
+    Items of `written` replace (merged over) the current item with the same `key` value, or are
+    appended; current items the write does not mention are kept, in their place. An item
+    without the key is appended as it is. What a writer that merges relies on."""
+    merged = [dict(item) if isinstance(item, dict) else item for item in (current if isinstance(current, list) else [])]
+    position = {_key_text(item.get(key)): i for i, item in enumerate(merged) if isinstance(item, dict) and key in item}
+    for item in written:
+        found = position.get(_key_text(item.get(key))) if isinstance(item, dict) and key in item else None
+        if found is None:
+            merged.append(item)
+        else:
+            merged[found] = {**merged[found], **item}
+    return merged
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, dict):  # a linked record, e.g. {"code": "DE"} or {"id": 3, "code": "DE"}
+        return str(value.get("code", value.get("id")))
+    return str(value)
 
 
 @dataclass
 class WriteResult:
+    """One request's outcome. `unchanged` (with ok): the target already held this content, so
+    nothing was written. `locked` (with permanent): the record cannot be changed in its current
+    state (the route applies its `on_locked`, see RecordLockedError)."""
+
     outcome: Literal["ok", "transient", "permanent"]
     target_id: str | None = None
     error: str = ""
     status: int | None = None
     retry_after: float | None = None
+    unchanged: bool = False
+    locked: bool = False
 
 
 @dataclass

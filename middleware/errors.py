@@ -30,12 +30,14 @@ class Problem:
     location: SourceLocation | None = None
     path: str = ""
     hint: str = ""
+    severity: str = "error"  # "warning": reported by `isthmus validate`, does not fail the load
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""
         at = f"{self.path}: " if self.path else ""
         hint = f"\n    hint: {self.hint}" if self.hint else ""
-        return f"{where}{at}{self.message}{hint}"
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{where}{kind}{at}{self.message}{hint}"
 
 
 class IsthmusError(Exception):
@@ -96,6 +98,14 @@ class DataFileError(IsthmusError):
     def __init__(self, message: str, *, file: str) -> None:
         super().__init__(message)
         self.file = file
+
+
+class RecordLockedError(PermanentError):
+    """The target record exists but cannot be changed in its current state (a Tryton sale past
+    draft, a REST record the API answers 409/423 for). Retrying cannot help; what follows is
+    the route's `on_locked`: skip or note it (acked, counted `reason="locked"`), or dead-letter
+    it (the default). An update that would not change the record is no such error: it is a no-op.
+    """
 
 
 class MalformedMessageError(IsthmusError):

@@ -371,6 +371,26 @@ class WriteProbe(_Strict):
         return _check_path(value)
 
 
+class LockedAnswer(_Strict):
+    """How the API says "this record cannot be changed in its state" (e.g. 409 or 423 with a message).
+
+    A write answered so is a RecordLockedError (the route's `on_locked` decides), not a plain
+    permanent failure."""
+
+    status: list[int] = Field(min_length=1, description="Status codes that can mean locked, e.g. [409, 423].")
+    body_contains: str | None = Field(
+        default=None, description="Text the answer's body must contain too (unset: the status alone decides)."
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _client_errors(cls, value: list[int]) -> list[int]:
+        wrong = [s for s in value if not 400 <= s <= 499 or s in (401, 408, 429)]
+        if wrong:
+            raise ValueError(f"locked status codes must be 4xx answers about the record, not {wrong}")
+        return value
+
+
 class WriteSpec(_Strict):
     """How to apply one mapped record.
 
@@ -394,6 +414,16 @@ class WriteSpec(_Strict):
     check: WriteProbe | None = Field(
         default=None,
         description="How `isthmus check` verifies write permission without writing (unset: not verified).",
+    )
+    skip_unchanged: bool = Field(
+        default=False,
+        description="Read the record (read.item_path) before writing to a known record; when it already holds "
+        "every field the write carries, nothing is sent (the route counts it reason=unchanged).",
+    )
+    locked: LockedAnswer | None = Field(
+        default=None,
+        description="The answer that means the record is locked in its state (a RecordLockedError, handled by "
+        "the route's on_locked), e.g. {status: [409], body_contains: 'not editable'}.",
     )
 
     @field_validator("path")
@@ -423,6 +453,12 @@ class WriteSpec(_Strict):
 class EntitySpec(_Strict):
     read: ReadSpec | None = Field(default=None, description="How to read changes (omit if write-only).")
     write: WriteSpec | None = Field(default=None, description="How to write records (omit if read-only).")
+
+    @model_validator(mode="after")
+    def _reads_what_it_compares(self) -> EntitySpec:
+        if self.write is not None and self.write.skip_unchanged and (self.read is None or self.read.item_path is None):
+            raise ValueError("write.skip_unchanged reads the record first: set read.item_path (e.g. /api/things/{id})")
+        return self
 
 
 class RequestBudgetConfig(_Strict):

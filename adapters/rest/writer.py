@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +41,7 @@ from adapters.rest.transport import (
 from adapters.shared.documents import dig
 from adapters.shared.lanes import LanePool
 from adapters.shared.scrubber import Scrubber
-from middleware.adapter import WriteRequest, WriteResult
+from middleware.adapter import WriteRequest, WriteResult, merge_by_key
 from middleware.errors import DeliveryError, TransientError
 
 
@@ -54,6 +56,7 @@ class _Prepared:
     fallback_id: str | None
     id_path: str | None
     request: WriteRequest
+    compare: bool = False  # write.skip_unchanged: read the record first, send nothing if it holds this
 
 
 class RestWriter:
@@ -101,6 +104,12 @@ class RestWriter:
                         results[index] = redone
                         continue
                     prepared = redone
+                if prepared.request.merge or prepared.compare:
+                    merged = self._merged(prepared)
+                    if isinstance(merged, WriteResult):
+                        results[index] = merged
+                        continue
+                    prepared = merged
                 result = self._send(prepared)
                 results[index] = result
                 if result.outcome == "ok" and prepared.request.target_id is None and result.target_id:
@@ -148,7 +157,7 @@ class RestWriter:
         fallback = request.target_id
         if fallback is None and spec.mode == "upsert" and spec.key_field and record.get(spec.key_field) is not None:
             fallback = str(record[spec.key_field])
-        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path, request)
+        return _Prepared(method, url, path, body, headers, lane, fallback, spec.id_path, request, spec.skip_unchanged)
 
     def _send(self, prepared: _Prepared) -> WriteResult:
         what = f"{prepared.method} {prepared.path}"
@@ -189,13 +198,79 @@ class RestWriter:
         status = response.status_code
         outcome = classify_status(status)
         if outcome != "ok":
+            text = response_text(response)
             return WriteResult(
                 outcome,
-                error=f"{what} → {status}: {self.scrubber.excerpt(response_text(response))}",
+                error=f"{what} → {status}: {self.scrubber.excerpt(text)}",
                 status=status,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")) if outcome == "transient" else None,
+                locked=outcome == "permanent" and self._is_locked(prepared.request.entity, status, text),
             )
         return WriteResult("ok", target_id=self._target_id(response, prepared), status=status)
+
+    def _is_locked(self, entity: str, status: int, text: str) -> bool:
+        """The entity's `write.locked` answer: the record cannot change in its state."""
+        spec = self.config.entities[entity].write
+        locked = spec.locked if spec is not None else None
+        if locked is None or status not in locked.status:
+            return False
+        return locked.body_contains is None or locked.body_contains in text
+
+    def _merged(self, prepared: _Prepared) -> _Prepared | WriteResult:
+        """The request with its `merge` lists merged into the record's current ones (read by the
+        entity's `read.item_path`): a write that carries the billing address keeps the shipping one.
+        With `skip_unchanged`, a record that already holds every field of the body is not written
+        (an ok result marked unchanged).
+
+        Without an item_path, or for a record the target does not have yet, the request is sent
+        as it is."""
+        request = prepared.request
+        entity = self.config.entities[request.entity]
+        spec, read = entity.write, entity.read
+        record_id = request.target_id
+        if record_id is None and spec is not None and spec.mode == "upsert" and spec.key_field:
+            found = dig(request.record, spec.key_field)
+            record_id = None if found in (None, "") else str(found)
+        if read is None or read.item_path is None or record_id is None:
+            return prepared
+        path = read.item_path.replace("{id}", quote(record_id, safe=""))
+        try:
+            if self.budget is not None:
+                self.budget.acquire()
+            headers = {"Accept": "application/json", **self.credentials.headers()}
+            reply = send_direct(self.session, "GET", self.config.base_url + path, None, headers, self.config.timeout_s)
+        except (DeliveryError, requests.RequestException) as exc:
+            return WriteResult("transient", error=f"GET {path} (to merge lists) failed: {self.scrubber.describe(exc)}")
+        if reply.status_code == 404:
+            return prepared
+        if classify_status(reply.status_code) != "ok":
+            return WriteResult(
+                "transient", error=f"GET {path} (to merge lists) → {reply.status_code}", status=reply.status_code
+            )
+        try:
+            current: Any = json.loads(reply.content) if reply.content else {}
+        except ValueError:
+            return WriteResult("transient", error=f"GET {path} (to merge lists) did not answer JSON")
+        if read.item_record_path:
+            current = dig(current, read.item_record_path)
+        if not isinstance(current, dict):
+            return prepared
+        record = dict(request.record)
+        for name, key in request.merge.items():
+            if isinstance(record.get(name), list):
+                record[name] = merge_by_key(current.get(name), record[name], key)
+        if prepared.compare and spec is not None:
+            body = {k: v for k, v in record.items() if k not in spec.drop_fields}
+            if all(k in current and same_json(current[k], v) for k, v in body.items()):
+                held_id = dig(current, spec.id_path) if spec.id_path else None
+                target = str(held_id) if held_id not in (None, "") and not isinstance(held_id, dict | list) else None
+                return WriteResult("ok", target_id=target or prepared.fallback_id, unchanged=True)
+        if not request.merge:
+            return prepared
+        redone = self._prepare(replace(request, record=record, merge={}))
+        if isinstance(redone, _Prepared):
+            redone.compare = False
+        return redone
 
     def _target_id(self, response: HttpReply, prepared: _Prepared) -> str | None:
         if prepared.id_path is None or not response.content:
@@ -206,6 +281,31 @@ class RestWriter:
             return prepared.fallback_id
         found = dig(body, prepared.id_path)
         return prepared.fallback_id if found is None or isinstance(found, dict | list) else str(found)
+
+
+def same_json(held: Any, written: Any) -> bool:
+    """Whether a value read back from the API is what a write would send: numbers by value
+    (a JSON 19.9 holds the mapped "19.90"), objects on the keys written, lists item by item."""
+    if isinstance(written, dict):
+        return isinstance(held, dict) and all(k in held and same_json(held[k], v) for k, v in written.items())
+    if isinstance(written, list | tuple):
+        return (
+            isinstance(held, list)
+            and len(held) == len(written)
+            and all(same_json(h, w) for h, w in zip(held, written, strict=True))
+        )
+    if written in (None, "") or held in (None, ""):
+        return written in (None, "") and held in (None, "")
+    numbers = (int, float, Decimal)
+    numeric = [v for v in (held, written) if isinstance(v, numbers) and not isinstance(v, bool)]
+    if numeric and not isinstance(held, bool) and not isinstance(written, bool):
+        try:
+            return Decimal(str(held)) == Decimal(str(written))
+        except (InvalidOperation, ValueError):
+            return False
+    if isinstance(written, datetime | date):
+        return str(held) == written.isoformat()
+    return bool(held == written)
 
 
 def _fill_path(template: str, spec: WriteSpec, request: WriteRequest) -> str:

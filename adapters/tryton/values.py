@@ -229,6 +229,13 @@ def substitute(value: Any, ids: dict[Lookup, int | str]) -> Any:
     return value
 
 
+def merge_key_text(value: Any) -> str:
+    """A merge key's value as compared between a converted child and a stored one (ids as text)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return "" if value is None else str(value)
+
+
 def for_create(values: dict[str, Any]) -> dict[str, Any]:
     """Values as `create` takes them: children as ('create', …), links as ('add', …)."""
     out: dict[str, Any] = {}
@@ -247,19 +254,35 @@ def for_update(
     existing: dict[str, list[int]],
     catalog: FieldCatalog,
     replace: frozenset[str] = frozenset(),
+    merge: dict[str, tuple[str, dict[str, int]]] | None = None,
 ) -> dict[str, Any]:
     """Values as `write` takes them, given the ids of the record's current children/links.
 
     Children are rewritten in place by position, extra ones created, surplus ones
     deactivated (deleted if their model has no `active`); fields in `replace` delete all
-    old children and create the new ones instead.
+    old children and create the new ones instead. Fields in `merge` (name → (item key, key
+    value → current child id), from the mapping's `merge_key:`) rewrite the child with the same
+    key, create the others, and leave every child the write does not mention as it is.
     """
     out: dict[str, Any] = {}
     for name, value in values.items():
         old = existing.get(name, [])
         if isinstance(value, Children):
             ops: list[Any] = []
-            if name in replace:
+            if merge and name in merge and name not in replace:
+                key, by_key = merge[name]
+                used: set[int] = set()
+                created: list[dict[str, Any]] = []
+                for item in value.items:
+                    child = by_key.get(merge_key_text(item.get(key)))
+                    if child is not None and child not in used:
+                        used.add(child)
+                        ops.append(["write", [child], for_update(item, {}, catalog)])
+                    else:
+                        created.append(for_create(item))
+                if created:
+                    ops.append(["create", created])
+            elif name in replace:
                 if old:
                     ops.append(["delete", old])
                 if value.items:

@@ -17,9 +17,10 @@ Kinds add what Tryton's client would do on top of plain field values:
 * **sale**: invoice and shipment address default to the party's first address; each line
   defaults its unit to the product's sale unit, its taxes to its account category's customer taxes
   and its type to `line`. Lines of a draft sale are replaced on update. A sale that is no
-  longer a draft is not changed: an update the cross-reference addressed is refused
-  (permanent, with the sale's state), a re-sent create found through `key_field` is taken
-  as already applied. Written sales are then driven by `workflow:` (see workflow.py).
+  longer a draft is not changed: a write whose values it already holds (a redelivery, the
+  same order by another path) is `unchanged`; any other is refused as `locked` (permanent,
+  with the sale's state; the route's `on_locked` decides; see heldform.py). Written sales
+  are then driven by `workflow:` (see workflow.py).
 
 Requests about the same record within one batch are applied in order: the first one in
 one round of calls, the next in a second round that updates what the first created.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.tryton.config import TrytonSystemConfig, WriteSpec
+from adapters.tryton.heldform import unchanged_records
 from adapters.tryton.rpc import TrytonRpc, TrytonUserError
 from adapters.tryton.values import (
     Children,
@@ -41,6 +43,7 @@ from adapters.tryton.values import (
     RecordProblem,
     for_create,
     for_update,
+    merge_key_text,
     substitute,
 )
 from adapters.tryton.workflow import SaleWorkflow
@@ -253,9 +256,11 @@ class TrytonWriter:
         )
         current = {int(row["id"]): row for row in rows}
         replace = REPLACED_CHILDREN.get(kind, frozenset())
+        merges = self._merge_keys(items, current)
         pending: list[tuple[_Item, dict[str, Any]]] = []
         reactivate: list[tuple[_Item, dict[str, Any]]] = []
         deactivate: list[tuple[_Item, dict[str, Any]]] = []
+        locked: list[tuple[_Item, str]] = []
         for item in items:
             assert item.target is not None
             row = current.get(item.target)
@@ -263,14 +268,7 @@ class TrytonWriter:
                 item.fail("permanent", f"{model} {item.target} no longer exists in Tryton")
                 continue
             if kind == "sale" and row.get("state") != "draft":
-                if item.found_by_key:
-                    item.ok(item.target)  # a create sent again (redelivery): it was applied
-                else:
-                    item.fail(
-                        "permanent",
-                        f"sale {item.target} is {row.get('state')} in Tryton; only draft sales are changed "
-                        "(amend it in Tryton)",
-                    )
+                locked.append((item, str(row.get("state"))))
                 continue
             existing = {name: [int(i) for i in row.get(name) or []] for name in nested}
             values = dict(item.values)
@@ -281,13 +279,63 @@ class TrytonWriter:
             if inactive_now and values:
                 reactivate.append((item, {"active": True}))
             if values or not (inactive_now or inactive_after):
-                pending.append((item, for_update(values, existing, self.catalog, replace)))
+                pending.append((item, for_update(values, existing, self.catalog, replace, merges.get(item.index))))
             if inactive_after or inactive_now:
                 deactivate.append((item, {"active": not inactive_after}))
+        self._settle_locked(model, locked)
         # Tryton (8) refuses, per call, to change any field of a record that is inactive before
         # the call or made inactive by it: activate, write, deactivate are three calls
         for step in (reactivate, pending, deactivate):
             self._write(model, [(item, values) for item, values in step if _still_ok(item)])
+
+    def _merge_keys(
+        self, items: list[_Item], current: dict[int, dict[str, Any]]
+    ) -> dict[int, dict[str, tuple[str, dict[str, int]]]]:
+        """Per item, for each children field its request merges by key: key value → current child id
+        (one read per child model for the batch)."""
+        wanted: list[tuple[_Item, str, str, str]] = []  # item, field, child model, key
+        for item in items:
+            for name, key in item.request.merge.items():
+                value = item.values.get(name)
+                if isinstance(value, Children) and key in self.catalog.fields(value.model):
+                    wanted.append((item, name, value.model, key))
+        if not wanted:
+            return {}
+        ids: dict[tuple[str, str], set[int]] = {}
+        for item, name, child_model, key in wanted:
+            row = current.get(item.target or 0) or {}
+            ids.setdefault((child_model, key), set()).update(int(i) for i in row.get(name) or [])
+        keys: dict[tuple[str, str], dict[int, str]] = {}
+        for (child_model, key), child_ids in ids.items():
+            rows = self.rpc.model(child_model, "read", sorted(child_ids), [key]) if child_ids else []
+            keys[(child_model, key)] = {int(r["id"]): merge_key_text(r.get(key)) for r in rows}
+        found: dict[int, dict[str, tuple[str, dict[str, int]]]] = {}
+        for item, name, child_model, key in wanted:
+            row = current.get(item.target or 0) or {}
+            known = keys.get((child_model, key), {})
+            by_key = {known[int(i)]: int(i) for i in reversed(row.get(name) or []) if int(i) in known}
+            found.setdefault(item.index, {})[name] = (key, by_key)
+        return found
+
+    def _settle_locked(self, model: str, locked: list[tuple[_Item, str]]) -> None:
+        """Sales past draft are not changed: one that already holds what the write carries is
+        unchanged (a redelivery, the same order by another path), any other is locked."""
+        if not locked:
+            return
+        writes = [(item.target, item.values, item.request.record) for item, _ in locked if item.target is not None]
+        same = unchanged_records(self.rpc, self.catalog, model, writes)
+        for item, state in locked:
+            assert item.target is not None
+            if item.target in same:
+                item.result = WriteResult("ok", target_id=str(item.target), unchanged=True)
+            else:
+                item.result = WriteResult(
+                    "permanent",
+                    target_id=str(item.target),
+                    error=f"sale {item.target} is {state} in Tryton; only draft sales are changed "
+                    "(amend it in Tryton)",
+                    locked=True,
+                )
 
     def _write(self, model: str, pending: list[tuple[_Item, dict[str, Any]]]) -> None:
         """One `write` call for all (record, values) pairs, in order; refused → each record alone."""

@@ -84,15 +84,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if paths is None and config is None:
         paths = [Path("mappings")]
     mapping_set, problems = validate_mappings(paths) if paths is not None else ({}, [])
+    warnings: list[Problem] = []
     if check_config and config is not None:
         try:
-            load_config(config)
+            warnings = load_config(config).warnings
         except ConfigError as exc:
             config_problems = [p for p in exc.problems if p not in problems]
     everything = problems + config_problems
-    if everything:
+    if any(p.severity != "warning" for p in everything):
         print_problems(ConfigError(everything))
         return 1
+    for warning in [*everything, *warnings]:  # reported, but they do not fail validation
+        print(warning.render(), file=sys.stderr)
     print(f"ok: {len(mapping_set)} mapping{'s' if len(mapping_set) != 1 else ''} valid")
     return 0
 

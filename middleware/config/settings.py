@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +21,7 @@ from middleware.adapter import Capability, adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
 from middleware.broker.topics import topic_matches
 from middleware.config.envrefs import resolve_env_refs
+from middleware.config.topology import check_route_topology
 from middleware.errors import ConfigError, Problem
 from middleware.message import MESSAGE_TYPE_PATTERN
 from middleware.observability.logmask import DEFAULT_PII_FIELDS
@@ -53,6 +55,11 @@ class TargetSpec(Strict):
         default=None,
         description="With `flow`: the messages are this signal of the flow (e.g. approval), resuming the run "
         "that waits for it, instead of starting runs.",
+    )
+    key: str | list[str] | None = Field(
+        default=None,
+        description="Target field(s) that identify the record (its business key, e.g. reference or code): "
+        "writers of the same target entity that share it find one record instead of creating two.",
     )
 
     @model_validator(mode="after")
@@ -107,6 +114,19 @@ class RouteConfig(Strict):
         default=None,
         description="Make the route one direction of a loop-free two-way pair: its peer route, the canonical "
         "fields synced both ways and their conflict policies (see middleware/sync/twoway.py).",
+    )
+    when: dict[str, Any] | None = Field(
+        default=None,
+        description="Apply the route only to messages for which this holds (a condition as in mappings, on the "
+        "payload; skipped messages are acked, counted reason=filtered). {linked: crm} / {not_linked: crm} without "
+        "field: asks whether the message's source record is linked to a record in that system.",
+    )
+    on_locked: Literal["skip", "note", "dead_letter"] = Field(
+        default="dead_letter",
+        description="When the target refuses a change because the record is locked in its state (a Tryton sale "
+        "past draft; a REST answer matching the entity's write.locked): skip acks it (counted "
+        'isthmus_messages_skipped_total{reason="locked"}), note does the same and logs record_locked_skipped, '
+        "dead_letter sends it to the dead-letter queue. An update that changes nothing is never a dead letter.",
     )
     # Set by LoadedConfig: where the route's mappings are, so a two-way route can split its chain.
     _mapping_paths: list[Path] = PrivateAttr(default_factory=list)
@@ -431,6 +451,7 @@ class LoadedConfig:
         self.base_dir = path.parent
         self.model = model
         self.systems = systems  # name → (adapter type, validated adapter config)
+        self.warnings: list[Problem] = []  # what `isthmus validate` reports without failing
         for route in model.routes:
             route._mapping_paths = self.mapping_paths
 
@@ -462,11 +483,15 @@ def load_config(path: str | Path, *, check_mappings: bool = True) -> LoadedConfi
         raise ConfigError(problems + problems_from_validation(exc, doc, (), IsthmusConfig)) from None
     systems = _validate_systems(model, doc, problems)
     _cross_check(model, doc, systems, problems)
+    unsafe, warnings = check_route_topology(model.routes, doc.locate, partial(_upsert_key, systems))
+    problems.extend(unsafe)
+    problems.extend(_check_route_conditions(model, doc))
     loaded = LoadedConfig(config_path, model, systems)
+    loaded.warnings = warnings
     if check_mappings and not problems:
         problems.extend(_check_route_mappings(loaded, doc))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems + warnings)
     return loaded
 
 
@@ -500,6 +525,28 @@ def _validate_systems(
         except ValidationError as exc:
             problems.extend(problems_from_validation(exc, doc, base, config_model))
     return systems
+
+
+def _check_route_conditions(model: IsthmusConfig, doc: YamlDocument) -> list[Problem]:
+    """Each route's `when:` compiles (the worker compiles it again from the model)."""
+    from middleware.mapping.conditions import compile_route_condition
+
+    problems: list[Problem] = []
+    for i, route in enumerate(model.routes):
+        if route.when is not None:
+            problems.extend(compile_route_condition(route.when, doc, ("routes", i, "when"))[1])
+    return problems
+
+
+def _upsert_key(systems: dict[str, tuple[str, BaseModel]], system: str, entity: str) -> str | None:
+    """The key an entity is written by in one request (`write: {mode: upsert, path: /x/{key}}`), if any:
+    the record the path addresses is the identity, so the target keeps one per key."""
+    spec = _entities_of(systems[system][1]).get(entity) if system in systems else None
+    write = getattr(spec, "write", None)
+    if getattr(write, "mode", None) == "upsert":
+        key = getattr(write, "key_field", None)
+        return key if isinstance(key, str) else str(getattr(write, "path", "") or "path")
+    return None
 
 
 def _entities_of(config: BaseModel) -> dict[str, Any]:

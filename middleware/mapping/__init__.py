@@ -15,6 +15,7 @@ description: CRM customer record -> canonical Customer
 source: crm.customer                   # canonical entity (Customer, SalesOrder, ...) or <system>.<entity>
 target: Customer                       # canonical (checked against middleware.entities) or <system>.<entity>
 when: {field: status, equals: active}  # optional: otherwise apply() returns None (skipped)
+on_missing: omit                       # default; null: an absent source path writes null
 fields:
   customer_id: customer_no                                  # a source path
   name: {from: company, transform: "trim | upper"}          # a pipe of transforms
@@ -28,6 +29,10 @@ fields:
   addresses:                            # a list built from item blocks (each read from this record)
     - kind: {const: billing}
       street: billing.street
+  contacts:                             # merged into the target's list by `role`
+    each: people
+    merge_key: role
+    fields: {role: role, email: mail}
   lines:                                # a list built from a source list
     each: items                         # source list path
     when: {field: qty, gt: 0}           # optional: keep only these items
@@ -47,7 +52,35 @@ examples:                               # run by `isthmus test`
 ```
 
 Source paths are dotted (`billing.city`); a number indexes a list (`lines.0.sku`, `lines.-1`);
-`.` is the record (or list item) itself. Missing data reads as null, never as an error.
+`.` is the record (or list item) itself. Missing data is never an error.
+
+Missing is not null
+-------------------
+A route writes only what its source record carried. When a field's source path is *absent*
+(the key is not there, or the list is too short), the target field is left out of the output,
+so a partial record (a webhook payload without the address) never blanks the target. An
+explicit `null` in the source is a value: it is mapped (and clears the target field). In
+detail:
+
+* a field that reads an absent path is left out; a transform never sees it;
+* `default: X` (X not null) fills an absent or null/empty value; `default: null` only turns
+  "" into null, an absent value stays absent; `default: X, on_missing: omit` fills null and
+  "" but leaves an absent value out;
+* `on_missing: null` on a field (or on the whole mapping) writes null for an absent path,
+  the behaviour before this rule; a pipe with `default(..)`, `required` or `count` sees an
+  absent value as null; `required: true` still refuses it;
+* a nested object (dotted target paths) is left out when none of its fields is there; an
+  item block of a list (`addresses: [{kind: {const: billing}, city: billing.city}]`) is left
+  out when it found nothing but its constants, and the list when no item is left;
+* `each:` over an absent list leaves the list out; over `null` it gives `[]`;
+* a canonical output keeps only the top-level fields the mapping produced (a model default
+  such as `active: true` is not something the source said) and keeps an explicit null.
+
+`merge_key:` on an `each:` list names the item field that identifies an item in the target.
+The writer merges the written items into the target's list by that key (items the write does
+not carry stay): REST reads the record by `read.item_path` first, Tryton matches children by
+the field. Routes pass a mapping chain's last `merge_key`s to their writer (`WriteRequest.merge`).
+Two-way pairs compare only the fields a record carries: an absent field is unknown.
 
 A field spec `{...}` takes exactly one of `from:` (a path or a list of paths → a list),
 `const:` or `index:` (inside `each:` only), then optionally, applied in this order:
@@ -73,7 +106,13 @@ not be synced yet), unless the field has `default:` or `optional: true`.
 
 Conditions are structured, never expressions: `{field: p, equals: v}`, `not_equals`,
 `in: [..]`, `exists: true|false`, `matches: regex`, `gt|gte|lt|lte: number`, `{all: [..]}`,
-`{any: [..]}`, `{not: {..}}`.
+`{any: [..]}`, `{not: {..}}`, and on cross-references `{field: id, linked: crm}` /
+`{field: id, not_linked: {to: crm, from: tryton, entity: sale}}`: whether the record whose id
+is at `field` is linked to a record in `to` (asked of the mapping context, like `xref`; `from`
+and `entity` default to a native `source: system.entity`). E.g. a Tryton sale → CRM status
+mapping with `when: {field: id, linked: crm}` skips sales the CRM never created. A route's
+`when:` in isthmus.yaml takes the same conditions on the message payload; there `{linked: crm}`
+without `field:` asks about the message's own source record.
 
 Regular expressions (`regex(...)`, `matches:`) are RE2 syntax (`patterns.py`): they run in
 time linear in the text, so no pattern can stall a worker; backreferences (`\1`) and
@@ -83,8 +122,8 @@ Running
 -------
 * `CompiledMapping.apply(record, ctx)` → mapped dict (Decimal/datetime values) or None.
 * `CompiledMapping.apply_validated(record, ctx)` → validated against the canonical target
-  (pydantic error → MappingError naming the field) and JSON-ready
-  (`model_dump(mode="json", exclude_none=True)`); for a native target `to_json_ready(raw)`.
+  (pydantic error → MappingError naming the field) and JSON-ready (the top-level fields the
+  mapping produced, nulls inside nested objects dropped); for a native target `to_json_ready(raw)`.
 * `MappingChain` / `compose([...])` / `MappingSet.chain(ids)`: the same two methods over
   mappings in order; intermediates go through `apply_validated`.
 """

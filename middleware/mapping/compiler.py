@@ -44,7 +44,8 @@ class _Omit:
         return "OMIT"
 
 
-OMIT: Any = _Omit()  # a field whose `when:` is false leaves no key at all
+OMIT: Any = _Omit()  # a field whose `when:` is false, or whose source is absent, leaves no key at all
+_OMIT_ID = id(OMIT)
 _MISSING: Any = object()
 
 
@@ -99,6 +100,8 @@ class CompiledMapping:
     examples: list[ExampleSpec] = field(default_factory=list)
     example_paths: list[YamlPath] = field(default_factory=list)
     doc: YamlDocument | None = field(default=None, repr=False)
+    merge_keys: dict[str, str] = field(default_factory=dict)
+    """Top-level list fields whose items a writer merges into the target's list, by this item key."""
 
     @property
     def source_model(self) -> type[BaseModel] | None:
@@ -121,7 +124,7 @@ class CompiledMapping:
         if not isinstance(record, dict):
             raise MappingError(f"the input record must be an object, got {type(record).__name__}", mapping=self.id)
         when = self.when
-        if when is not None and not when(record):
+        if when is not None and not when(record, ctx):
             return None
         return self.block(record, ctx)
 
@@ -134,7 +137,12 @@ class CompiledMapping:
 
 
 def validate_output(model: type[BaseModel] | None, raw: dict[str, Any], mapping_id: str) -> dict[str, Any]:
-    """JSON-ready output; for a canonical model validated (ValidationError → MappingError)."""
+    """JSON-ready output; for a canonical model validated (ValidationError → MappingError).
+
+    Only the top-level fields the mapping produced come out: a model default (`active: true`,
+    `addresses: []`) is not something the source record said, and writing it would overwrite
+    the target's value. A top-level null the mapping produced stays null (it clears the field
+    downstream); nulls inside nested objects are dropped, as before."""
     if model is None:
         return to_json_ready(raw)  # type: ignore[no-any-return]
     try:
@@ -150,7 +158,14 @@ def validate_output(model: type[BaseModel] | None, raw: dict[str, Any], mapping_
             mapping=mapping_id,
             field=where,
         ) from exc
-    return validated.model_dump(mode="json", exclude_none=True)
+    dumped = validated.model_dump(mode="json", exclude_none=True)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in dumped:
+            out[key] = dumped[key]
+        elif value is None:
+            out[key] = None
+    return out
 
 
 class MappingChain:
@@ -172,6 +187,7 @@ class MappingChain:
         self.target = mappings[-1].target
         self._head = tuple(mappings[:-1])
         self._last = mappings[-1]
+        self.merge_keys = mappings[-1].merge_keys
 
     def _through_head(self, record: dict[str, Any], ctx: Any) -> dict[str, Any] | None:
         current: dict[str, Any] | None = record
@@ -245,7 +261,10 @@ def _compile_document(doc: YamlDocument) -> tuple[CompiledMapping | None, list[P
     for key in ("source", "target"):
         _check_entity_name(getattr(spec, key), (key,), log)
     source_model, target_model = entity_model(spec.source), entity_model(spec.target)
-    compiler = _Compiler(doc, log, spec.mapping, source_model, target_model)
+    compiler = _Compiler(doc, log, spec.mapping, source_model, target_model, _missing_value(spec.on_missing))
+    if source_model is None and "." in spec.source:
+        system, _, entity = spec.source.partition(".")
+        compiler.native_source = (system, entity)
     when = compiler.condition(spec.when, ("when",), source_model) if spec.when is not None else None
     block = compiler.top(spec.fields)
     _check_examples(list(enumerate(spec.examples)), spec.source, source_model, log)
@@ -263,9 +282,15 @@ def _compile_document(doc: YamlDocument) -> tuple[CompiledMapping | None, list[P
             examples=spec.examples,
             example_paths=[("examples", i) for i in range(len(spec.examples))],
             doc=doc,
+            merge_keys=dict(compiler.merge_keys),
         ),
         [],
     )
+
+
+def _missing_value(on_missing: str | None) -> Any:
+    """What a read of an absent source path gives: OMIT (leave the field out) or None (null)."""
+    return OMIT if on_missing == "omit" else None
 
 
 def _check_valid_examples(data: dict[str, Any], log: ProblemLog) -> None:
@@ -349,19 +374,23 @@ class _Compiler:
         mapping_id: str,
         source_model: type[BaseModel] | None,
         target_model: type[BaseModel] | None,
+        missing: Any = OMIT,
     ) -> None:
         self.doc = doc
         self.log = log
         self.mapping_id = mapping_id
         self.source_model = source_model
         self.target_model = target_model
+        self.missing = missing  # the mapping's on_missing: OMIT or None
+        self.merge_keys: dict[str, str] = {}
+        self.native_source: tuple[str, str] | None = None  # (system, entity) of a '<system>.<entity>' source
 
     # -- paths ------------------------------------------------------------------------------
     def condition(self, spec: Any, path: YamlPath, source_model: type[BaseModel] | None) -> Predicate:
         def check(field_path: str, where: YamlPath) -> None:
             self.check_source_path(field_path, where, source_model)
 
-        return compile_condition(spec, path, self.log, check)
+        return compile_condition(spec, path, self.log, check, self.native_source)
 
     def check_source_path(self, source_path: str, where: YamlPath, model: type[BaseModel] | None) -> bool:
         """Report a source path that a canonical source model does not have."""
@@ -522,8 +551,7 @@ class _Compiler:
                 continue
             fn = self.leaf(node, source_model, shape, in_each, target_path)
             if fn is not None:
-                may_omit = isinstance(node.spec, dict) and "when" in node.spec and "each" not in node.spec
-                entries.append((name, fn, may_omit))
+                entries.append((name, fn, not getattr(fn, "never_omits", False)))
         if target_model is not None:
             mapped = set(tree) | {k for k, _ in index_keys or []}
             for name, info in target_model.model_fields.items():
@@ -570,7 +598,10 @@ class _Compiler:
         spec, path = node.spec, node.path
         if isinstance(spec, str):
             if self.check_source_path(spec, path, source_model):
-                return _fast(make_getter(spec), single_key(spec), None)
+                getter = make_getter(spec, self.missing)
+                if self.missing is None:
+                    getter.never_omits = True  # type: ignore[attr-defined]
+                return _fast(getter, single_key(spec), None, missing=self.missing)
             return None
         if isinstance(spec, list):
             return self.item_list(spec, path, source_model, shape, in_each, target_path)
@@ -620,10 +651,17 @@ class _Compiler:
                     target_prefix=f"{target_path}[{i}].",
                 )
             )
-        frozen = tuple(blocks)
+        frozen = tuple((b, _constant_keys(b)) for b in blocks)
 
         def items(record: Any, ctx: Any) -> Any:
-            return [b(record, ctx) for b in frozen]
+            """The item blocks that found something in the record: an item whose every read
+            field is absent (only its constants are left) says nothing, and is left out."""
+            out = []
+            for block, constants in frozen:
+                item = block(record, ctx)
+                if constants is None or not item.keys() <= constants:
+                    out.append(item)
+            return out if out else OMIT
 
         return items
 
@@ -664,6 +702,9 @@ class _Compiler:
             item_model = shape.model
         if not self.check_source_path(parsed.each, (*path, "each"), source_model):
             return None
+        if parsed.merge_key is not None:
+            self.merge_key(parsed.merge_key, parsed.fields, (*path, "merge_key"), target_path)
+        missing = self.missing if "on_missing" not in parsed.model_fields_set else _missing_value(parsed.on_missing)
         item_source = self.list_item_model(parsed.each, source_model)
         keep = self.condition(parsed.when, (*path, "when"), item_source) if parsed.when is not None else None
         index_keys: list[tuple[str, int]] = []
@@ -676,7 +717,30 @@ class _Compiler:
             target_prefix=f"{target_path}[].",
             index_keys=index_keys,
         )
-        return _each_field(make_getter(parsed.each), block, keep, tuple(index_keys), self.mapping_id, target_path)
+        built = _each_field(
+            make_getter(parsed.each, missing), block, keep, tuple(index_keys), self.mapping_id, target_path
+        )
+        if missing is None:
+            built.never_omits = True  # type: ignore[attr-defined]
+        return built
+
+    def merge_key(self, key: Any, fields: dict[str, Any], where: YamlPath, target_path: str) -> None:
+        """A merge key must be one of the item's own fields, and the list a top-level field."""
+        if not isinstance(key, str) or key not in fields:
+            self.log.add(
+                f"merge_key {key!r} is not a field of the items of {target_path!r}",
+                where,
+                did_you_mean(str(key), fields) or "name one of the item fields under fields:",
+            )
+            return
+        if "." in target_path or "[" in target_path:
+            self.log.add(
+                f"merge_key on {target_path!r}: only a top-level list of the output is merged by the writer",
+                where,
+                "map the list as a top-level field of the target",
+            )
+            return
+        self.merge_keys[target_path] = key
 
     def field_spec(
         self,
@@ -720,6 +784,9 @@ class _Compiler:
             )
             return None
         before = len(self.log)
+        missing = self.missing if "on_missing" not in given else _missing_value(parsed.on_missing)
+        if parsed.transform is not None and _none_aware(parsed.transform):
+            missing = None  # default(..), required and count are about a missing value: they see it as null
         get: Callable[..., Any]
         key: str | None = None
         if "const" in given:
@@ -728,7 +795,7 @@ class _Compiler:
             sources = parsed.from_
             if isinstance(sources, str):
                 self.check_source_path(sources, (*path, "from"), source_model)
-                get = make_getter(sources)
+                get = make_getter(sources, missing)
                 key = single_key(sources)
             else:
                 assert sources is not None
@@ -736,8 +803,7 @@ class _Compiler:
                     self.log.add("from: [] lists no source paths", (*path, "from"))
                 for i, p in enumerate(sources):
                     self.check_source_path(p, (*path, "from", i), source_model)
-                getters = tuple(make_getter(p) for p in sources if p)
-                get = lambda record, ctx=None: [g(record) for g in getters]  # noqa: E731
+                get = _many(tuple(make_getter(p, missing) for p in sources if p), missing)
         missing_ok = "default" in given or parsed.optional
         site = StepSite(self.mapping_id, target_path, missing_ok)
         steps: tuple[StepFn, ...] = ()
@@ -766,6 +832,8 @@ class _Compiler:
             default=parsed.default if "default" in given else _MISSING,
             required=parsed.required,
             when=when,
+            missing=missing,
+            fill_missing=not ("on_missing" in given and parsed.on_missing == "omit"),
         )
 
     def pipeline(self, text: str, path: YamlPath, site: StepSite) -> tuple[tuple[StepFn, ...], tuple[str, ...]]:
@@ -830,11 +898,13 @@ _CALL, _READ, _READ_STEP, _CONST, _READ_STEP_DEFAULT = range(5)
 GENERATE_CODE = True
 
 
-def _fast(fn: FieldFn, key: str | None, step: StepFn | None, default: Any = _MISSING) -> FieldFn:
-    """Mark a field that the block may run inline: `record.get(key)`, through one `step`,
-    then `default` for a None/empty result."""
+def _fast(
+    fn: FieldFn, key: str | None, step: StepFn | None, default: Any = _MISSING, missing: Any = OMIT
+) -> FieldFn:
+    """Mark a field that the block may run inline: `record.get(key, missing)`, through one
+    `step`, then `default` for a None/empty result."""
     if key is not None:
-        fn.fast = (key, step, default)  # type: ignore[attr-defined]
+        fn.fast = (key, step, default, missing)  # type: ignore[attr-defined]
     return fn
 
 
@@ -843,7 +913,39 @@ def _const(value: Any) -> FieldFn:
         return value
 
     const.const = value  # type: ignore[attr-defined]
+    const.never_omits = True  # type: ignore[attr-defined]
     return const
+
+
+def _many(getters: tuple[Callable[..., Any], ...], missing: Any) -> Callable[..., Any]:
+    """`from: [a, b]`: a list of the values; absent when every path is absent, else absent
+    members read as null (the list keeps its positions)."""
+    if missing is None:
+        return lambda record, ctx=None: [g(record) for g in getters]
+
+    def many(record: Any, ctx: Any = None) -> Any:
+        values = [g(record) for g in getters]
+        if all(v is OMIT for v in values):
+            return OMIT
+        return [None if v is OMIT else v for v in values]
+
+    return many
+
+
+def _none_aware(pipe: str) -> bool:
+    """The pipe has a step that does something with a missing value (default, required, count)."""
+    from middleware.mapping.transforms import NONE_AWARE
+
+    try:
+        return any(step.name in NONE_AWARE for step in parse_pipeline(pipe))
+    except PipelineSyntaxError:
+        return False
+
+
+def _constant_keys(block: BlockFn) -> frozenset[str] | None:
+    """The keys of an item block that are fixed values (None when it has nothing else)."""
+    keys = getattr(block, "constant_keys", None)
+    return keys if isinstance(keys, frozenset) else None
 
 
 def _no_keys(key: str) -> None:
@@ -857,21 +959,24 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
     inline; when anything raises, the record is built again field by field with the full
     closures so that the error names the field, the step and the value.
     """
-    inline: list[tuple[str, int, Any, Any, Any]] = []
+    inline: list[tuple[str, int, Any, Any, Any, Any]] = []
     for key, fn, _ in entries:
         fast = getattr(fn, "fast", None)
         if hasattr(fn, "const"):
-            inline.append((key, _CONST, fn.const, None, None))  # type: ignore[attr-defined]
+            inline.append((key, _CONST, fn.const, None, None, None))  # type: ignore[attr-defined]
         elif fast is None:
-            inline.append((key, _CALL, fn, None, None))
+            inline.append((key, _CALL, fn, None, None, None))
         elif fast[1] is None and fast[2] is _MISSING:
-            inline.append((key, _READ, fast[0], None, None))
+            inline.append((key, _READ, fast[0], None, None, fast[3]))
         elif fast[2] is _MISSING:
-            inline.append((key, _READ_STEP, fast[1], fast[0], None))
+            inline.append((key, _READ_STEP, fast[1], fast[0], None, fast[3]))
         else:
-            inline.append((key, _READ_STEP_DEFAULT, fast[1], fast[0], fast[2]))
+            inline.append((key, _READ_STEP_DEFAULT, fast[1], fast[0], fast[2], fast[3]))
     rows = tuple(inline)
     may_omit = any(omit for _, _, omit in entries)
+    constants = frozenset(key for key, fn, _ in entries if hasattr(fn, "const") or getattr(fn, "constant", False))
+    # None: the block is all constants (it always says something); else its constant keys
+    constant_keys = None if len(constants) == len(entries) else constants
 
     def careful(record: Any, ctx: Any) -> dict[str, Any]:
         out = {}
@@ -883,20 +988,35 @@ def _block(entries: tuple[tuple[str, FieldFn, bool], ...]) -> BlockFn:
 
     if not GENERATE_CODE:
         careful.may_be_empty = all(omit for _, _, omit in entries)  # type: ignore[attr-defined]
+        careful.constant_keys = constant_keys  # type: ignore[attr-defined]
         return careful
-    build = _generate_block(rows, careful)
+    build = _generate_block(rows, careful, may_omit)
     build.may_omit = may_omit  # type: ignore[attr-defined]
-    if may_omit:
-        whole = build
-
-        def build(record: Any, ctx: Any) -> dict[str, Any]:
-            return {k: v for k, v in whole(record, ctx).items() if v is not OMIT}
-
     build.may_be_empty = all(omit for _, _, omit in entries)  # type: ignore[attr-defined]
+    build.constant_keys = constant_keys  # type: ignore[attr-defined]
     return build
 
 
-def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: BlockFn) -> BlockFn:
+def _without_omitted(out: dict[str, Any]) -> dict[str, Any]:
+    """An object without its left-out keys (generated blocks call it for nested items)."""
+    return {k: v for k, v in out.items() if v is not OMIT} if _OMIT_ID in map(id, out.values()) else out
+
+
+def _object_or_omit(out: dict[str, Any]) -> Any:
+    """A nested object without its left-out keys; left out itself when nothing is left."""
+    if _OMIT_ID in map(id, out.values()):
+        out = {k: v for k, v in out.items() if v is not OMIT}
+    return out if out else OMIT
+
+
+Row = tuple[str, int, Any, Any, Any, Any]
+# `id` in `map(id, ...)`: an identity scan in C; `OMIT in values()` would ask each Decimal's __eq__
+_FILTER_OMITTED = (
+    "    if OMIT_ID in map(id, out.values()):\n        return {k: v for k, v in out.items() if v is not OMIT}\n"
+)
+
+
+def _generate_block(rows: tuple[Row, ...], careful: BlockFn, may_omit: bool) -> BlockFn:
     """One Python function that builds the whole object with a single dict display.
 
     This is code generation, not evaluation of user text: the generated source contains only
@@ -911,17 +1031,23 @@ def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: B
         "no_keys": _no_keys,
         "Decimal": Decimal,
         "ROUND_HALF_UP": ROUND_HALF_UP,
+        "OMIT": OMIT,
+        "OMIT_ID": id(OMIT),
+        "nz": _object_or_omit,
+        "dr": _without_omitted,
     }
     display = _display(rows, namespace, "", "record", "get")
     source = (
         "def build(record, ctx):\n"
         "    get = record.get if type(record) is dict else (record.get if isinstance(record, dict) else no_keys)\n"
         "    try:\n"
-        "        return " + display + "\n"
+        "        out = " + display + "\n"
         "    except IsthmusError:\n"
         "        raise\n"
         "    except Exception:\n"
         "        return careful(record, ctx)\n"
+        + (_FILTER_OMITTED if may_omit else "")
+        + "    return out\n"
     )
     exec(compile(source, "<isthmus mapping block>", "exec"), namespace)  # noqa: S102 - see docstring
     built: BlockFn = namespace["build"]
@@ -930,7 +1056,7 @@ def _generate_block(rows: tuple[tuple[str, int, Any, Any, Any], ...], careful: B
 
 
 def _display(
-    rows: tuple[tuple[str, int, Any, Any, Any], ...],
+    rows: tuple[Row, ...],
     namespace: dict[str, Any],
     tag: str,
     record: str,
@@ -940,16 +1066,21 @@ def _display(
     """The source of one dict display building an object from `record` (read with `get`).
 
     Generated names are a prefix plus a tag of digits, `o` and `_` (the field's position,
-    nested): globals k c f s d g a L ik rf ra rb vk vt; locals v w dq rx vv and the comprehension's
-    pos item get. No prefix is another followed by a tag character, so names never collide.
+    nested): globals k c f s d g a L ik rf ra rb vk vt; locals v w m ls dd dq rx vv and the
+    comprehension's pos item get. No prefix is another followed by a tag character, so names
+    never collide. Fixed names: OMIT OMIT_ID nz dr (and the ones of `_generate_block`).
+
+    A read passes `get` the value for an absent key (`OMIT` unless the field says null), so a
+    field the record does not carry leaves its key out; transforms never see OMIT.
 
     A nested list (`each:`) whose items need no filtering becomes a list comprehension inside
     the display, so an order and its lines are built by one generated function.
     """
     items: list[str] = []
-    for index, (key, kind, a, b, default) in enumerate(rows):
+    for index, (key, kind, a, b, default, missing) in enumerate(rows):
         t = f"{tag}{index}"
         namespace[f"k{t}"] = key
+        absent = "" if missing is None else ", OMIT"
         if kind == _CONST:
             namespace[f"c{t}"] = a
             items.append(f"k{t}: c{t}")
@@ -964,19 +1095,28 @@ def _display(
             items.append(f"k{t}: {expr}")
         elif kind == _READ:
             namespace[f"s{t}"] = a
-            items.append(f"k{t}: {get}(s{t})")
+            items.append(f"k{t}: {get}(s{t}{absent})")
         elif kind == _READ_STEP:
             namespace[f"f{t}"], namespace[f"s{t}"] = a, b
-            expr = _inline_steps(a, f"{get}(s{t})", t, namespace) or f"f{t}({get}(s{t}), ctx)"
+            read = f"{get}(s{t}{absent})"
+            expr = _inline_steps(a, read, t, namespace) or _call_step(t, read, missing)
             items.append(f"k{t}: {expr}")
         else:
             namespace[f"s{t}"], namespace[f"d{t}"] = b, default
-            read = f"{get}(s{t})"
+            read = f"{get}(s{t}{absent})"
             if a is not None:
                 namespace[f"f{t}"] = a
-                read = _inline_steps(a, read, t, namespace) or f"f{t}({get}(s{t}), ctx)"
-            items.append(f'k{t}: (d{t} if (w{t} := {read}) is None or w{t} == "" else w{t})')
+                read = _inline_steps(a, read, t, namespace) or _call_step(t, read, missing)
+            fills = "" if missing is None or default is None else f" or w{t} is OMIT"
+            items.append(f'k{t}: (d{t} if (w{t} := {read}) is None{fills} or w{t} == "" else w{t})')
     return "{" + ", ".join([*items, *extra]) + "}"
+
+
+def _call_step(t: str, read: str, missing: Any) -> str:
+    """`f(read, ctx)` for a step that is not inlined; an absent value stays absent."""
+    if missing is None:
+        return f"f{t}({read}, ctx)"
+    return f"(OMIT if (m{t} := {read}) is OMIT else f{t}(m{t}, ctx))"
 
 
 def _inline_object(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
@@ -986,9 +1126,10 @@ def _inline_object(fn: Any, namespace: dict[str, Any], t: str, record: str, get:
     into OMIT, and building it in place is exactly what `_object_field` would do."""
     block = getattr(fn, "inline_block", None)
     rows = getattr(block, "rows", None)
-    if not rows or getattr(block, "may_omit", True):
+    if not rows:
         return None
-    return _display(rows, namespace, f"{t}o", record, get)
+    display = _display(rows, namespace, f"{t}o", record, get)
+    return f"nz({display})" if getattr(block, "may_omit", True) else display
 
 
 def _inline_read(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
@@ -997,7 +1138,8 @@ def _inline_read(fn: Any, namespace: dict[str, Any], t: str, record: str, get: s
     if parts is None:
         return None
     namespace[f"rf{t}"], namespace[f"ra{t}"], namespace[f"rb{t}"] = fn, parts[0], parts[1]
-    return f"(rx{t}.get(rb{t}) if type(rx{t} := {get}(ra{t})) is dict else rf{t}({record}))"
+    absent = "" if getattr(fn, "missing", None) is None else ", OMIT"
+    return f"(rx{t}.get(rb{t}{absent}) if type(rx{t} := {get}(ra{t})) is dict else rf{t}({record}))"
 
 
 def _inline_call(fn: Any, namespace: dict[str, Any], t: str, record: str, get: str) -> str | None:
@@ -1028,11 +1170,16 @@ def _inline_each(fn: Any, namespace: dict[str, Any], t: str, record: str) -> str
         return None
     list_items, inner, index_key, start = spec
     inner_rows = getattr(inner, "rows", None)
-    if inner_rows is None or getattr(inner, "may_omit", True):
+    if inner_rows is None:
         return None
     namespace[f"L{t}"], namespace[f"ik{t}"] = list_items, index_key
     body = _display(inner_rows, namespace, f"{t}_", f"item{t}", f"get{t}", (f"ik{t}: pos{t}",))
-    return f"[{body} for pos{t}, item{t} in enumerate(L{t}({record}), {int(start)}) for get{t} in (item{t}.get,)]"
+    if getattr(inner, "may_omit", True):  # filtered only when a key was left out (a C-level check)
+        body = f"(dr(dd{t}) if OMIT_ID in map(id, (dd{t} := {body}).values()) else dd{t})"
+    return (
+        f"(OMIT if (ls{t} := L{t}({record})) is OMIT else "
+        f"[{body} for pos{t}, item{t} in enumerate(ls{t}, {int(start)}) for get{t} in (item{t}.get,)])"
+    )
 
 
 _INLINE_METHODS = frozenset({"upper", "lower", "strip"})
@@ -1066,7 +1213,7 @@ def _inline_steps(fn: Any, read: str, tag: str, namespace: dict[str, Any]) -> st
             )
         else:
             return None
-        expr = f"({fast} if type({v} := {expr}) is str else {g}({v}, ctx))"
+        expr = f"({fast} if type({v} := {expr}) is str else ({v} if {v} is OMIT else {g}({v}, ctx)))"
     return expr
 
 
@@ -1076,6 +1223,8 @@ def _object_field(block: BlockFn) -> FieldFn:
         return out if out else OMIT
 
     build_object.inline_block = block  # type: ignore[attr-defined]
+    if getattr(block, "constant_keys", ()) is None:
+        build_object.constant = True  # type: ignore[attr-defined]  # all fixed values: always there
     return build_object
 
 
@@ -1087,13 +1236,16 @@ def _each_field(
     mapping: str,
     target: str,
 ) -> FieldFn:
-    def list_items(record: Any) -> list[Any]:
-        """The source list; missing reads as empty, anything but a list is a MappingError."""
+    def list_items(record: Any) -> Any:
+        """The source list; null reads as empty, absent as OMIT (unless the getter reads absent as
+        null), anything but a list is a MappingError."""
         items = get(record)
         if type(items) is list:
             return items
         if items is None:
             return []
+        if items is OMIT:
+            return OMIT
         if isinstance(items, list):
             return items
         raise MappingError(
@@ -1107,7 +1259,10 @@ def _each_field(
 
         def each_numbered(record: Any, ctx: Any) -> Any:
             out = []
-            for position, item in enumerate(list_items(record), start):
+            items = list_items(record)
+            if items is OMIT:
+                return OMIT
+            for position, item in enumerate(items, start):
                 mapped = block(item, ctx)
                 mapped[key] = position
                 out.append(mapped)
@@ -1119,8 +1274,11 @@ def _each_field(
     def each(record: Any, ctx: Any) -> Any:
         out = []
         position = 0
-        for item in list_items(record):
-            if keep is not None and not keep(item):
+        items = list_items(record)
+        if items is OMIT:
+            return OMIT
+        for item in items:
+            if keep is not None and not keep(item, ctx):
                 continue
             mapped = block(item, ctx)
             for index_key, start in index_keys:
@@ -1145,9 +1303,16 @@ def _general_field(
     default: Any,
     required: bool,
     when: Predicate | None,
+    missing: Any = OMIT,
+    fill_missing: bool = True,
 ) -> FieldFn:
-    """The closure for one `{from|const: ...}` field, specialised for the common shapes."""
+    """The closure for one `{from|const: ...}` field, specialised for the common shapes.
+
+    `get` gives `missing` for an absent source path: OMIT leaves the field out (unless a
+    non-null `default:` fills it, which an explicit `on_missing: omit` forbids, or `required:
+    true` refuses it); None treats it as null."""
     has_default = default is not _MISSING
+    fills_missing = has_default and default is not None and fill_missing
     run: StepFn | None
     if not steps:
         run = None
@@ -1181,15 +1346,21 @@ def _general_field(
 
     simple = table is None and not has_default and not required and when is None
     if simple and run is None:
-        return get if hasattr(get, "const") else _fast(get, key, None)
+        if hasattr(get, "const"):
+            return get
+        if missing is None:
+            get.never_omits = True  # type: ignore[attr-defined]
+        return _fast(get, key, None, missing=missing)
     if simple and run is not None and key is not None:
         step = run
 
         def keyed_transform(record: Any, ctx: Any) -> Any:
             try:
-                value = record.get(key)
+                value = record.get(key, missing)
             except AttributeError:
                 value = None
+            if value is OMIT:
+                return OMIT
             try:
                 return step(value, ctx)
             except IsthmusError:
@@ -1197,12 +1368,16 @@ def _general_field(
             except Exception as exc:
                 raise fail(value, ctx, exc) from exc
 
-        return _fast(keyed_transform, key, step)
+        if missing is None:
+            keyed_transform.never_omits = True  # type: ignore[attr-defined]
+        return _fast(keyed_transform, key, step, missing=missing)
     if simple and run is not None:
         step = run
 
         def transformed(record: Any, ctx: Any) -> Any:
             value = get(record)
+            if value is OMIT:
+                return OMIT
             try:
                 return step(value, ctx)
             except IsthmusError:
@@ -1211,15 +1386,25 @@ def _general_field(
                 raise fail(value, ctx, exc) from exc
 
         transformed.read_then = (get, step)  # type: ignore[attr-defined]  # lets the compiler inline it
+        if missing is None:
+            transformed.never_omits = True  # type: ignore[attr-defined]
         return transformed
 
     shown_keys = ", ".join(sorted(table)) if table else ""
     defaults_only = table is None and has_default and not required and when is None and len(steps) <= 1
 
     def general(record: Any, ctx: Any) -> Any:
-        if when is not None and not when(record):
+        if when is not None and not when(record, ctx):
             return OMIT
         value = get(record)
+        if value is OMIT:
+            if fills_missing:
+                return default
+            if required:
+                raise MappingError(
+                    "a value is required but the source is missing or empty", mapping=mapping, field=target
+                )
+            return OMIT
         if run is not None:
             try:
                 value = run(value, ctx)
@@ -1244,8 +1429,10 @@ def _general_field(
             raise MappingError("a value is required but the source is missing or empty", mapping=mapping, field=target)
         return value
 
-    if defaults_only:
-        return _fast(general, key, run, default)
+    if when is None and (missing is None or fills_missing or required):
+        general.never_omits = True  # type: ignore[attr-defined]
+    if defaults_only and (fills_missing or default is None or missing is None):
+        return _fast(general, key, run, default, missing)
     if table is not None and key is not None and run is None and not has_default and not required and when is None:
         general.lookup = (key, table)  # type: ignore[attr-defined]  # a plain value map: inlinable
     return general

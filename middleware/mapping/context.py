@@ -31,6 +31,19 @@ class StoreMappingContext:
         return found.id if found is not None else None
 
 
+class MessageConditionContext:
+    """What a route's `when:` is evaluated with: the store's cross-references and the message's
+    own source record (`{linked: crm}` without `field:` asks about it)."""
+
+    def __init__(self, store: Store, source: RecordRef) -> None:
+        self.store = store
+        self.source = source
+
+    def xref(self, from_system: str, entity: str, record_id: str, to_system: str) -> str | None:
+        found = self.store.lookup(RecordRef(from_system, entity, record_id), to_system)
+        return found.id if found is not None else None
+
+
 class StaticMappingContext:
     """Cross-references given inline, for previews, examples and tests.
 

@@ -4,6 +4,11 @@
 (`lines.0.sku`, `lines.-1.sku`); `.` alone is the record (or list item) itself. A missing key,
 a too-short list or a non-container on the way gives None, never an exception: missing data is
 normal data.
+
+A getter made with `missing=` tells *absent* from *null*: an absent key (or a too-short list)
+anywhere on the way gives that value instead of None, while an explicit null on the way, or a
+non-container, still gives None. Mappings read with `missing=OMIT`, so a field the source
+record did not carry is left out of the output rather than written as null.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ def single_key(path: str) -> str | None:
     return parts[0] if len(parts) == 1 and _index(parts[0]) is None else None
 
 
-def make_getter(path: str) -> Getter:
-    """A fast function `(record, ctx=None) → value at path` (None when anything is missing).
+def make_getter(path: str, missing: Any = None) -> Getter:
+    """A fast function `(record, ctx=None) → value at path` (None when anything is missing,
+    or `missing` when a key on the way is absent, see the module docstring).
 
     The unused `ctx` lets a getter stand directly as a compiled field."""
     parts = split_path(path)
@@ -52,21 +58,37 @@ def make_getter(path: str) -> Getter:
 
         def get_one(record: Any, ctx: Any = None) -> Any:
             try:
-                return record.get(key)
+                return record.get(key, missing)
             except AttributeError:
                 return None
 
         return get_one
     if len(steps) == 2 and steps[0][1] is None and steps[1][1] is None:
         first, second = steps[0][0], steps[1][0]
+        if missing is None:
 
-        def get_two(record: Any, ctx: Any = None) -> Any:
-            try:
-                return record.get(first).get(second)
-            except AttributeError:
-                return None
+            def get_two(record: Any, ctx: Any = None) -> Any:
+                try:
+                    return record.get(first).get(second)
+                except AttributeError:
+                    return None
+
+        else:
+
+            def get_two(record: Any, ctx: Any = None) -> Any:
+                try:
+                    inner = record.get(first, missing)
+                except AttributeError:
+                    return None
+                if inner is missing:
+                    return missing
+                try:
+                    return inner.get(second, missing)
+                except AttributeError:
+                    return None
 
         get_two.parts = (first, second)  # type: ignore[attr-defined]  # lets the compiler inline it
+        get_two.missing = missing  # type: ignore[attr-defined]
         return get_two
     frozen = tuple(steps)
 
@@ -74,9 +96,13 @@ def make_getter(path: str) -> Getter:
         value = record
         for key, index in frozen:
             if isinstance(value, dict):
-                value = value.get(key)
+                value = value.get(key, missing)
+                if value is missing:
+                    return missing
             elif index is not None and isinstance(value, list):
-                value = value[index] if -len(value) <= index < len(value) else None
+                if not -len(value) <= index < len(value):
+                    return missing
+                value = value[index]
             else:
                 return None
             if value is None:

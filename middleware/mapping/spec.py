@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAPPING_ID_PATTERN = r"^[a-z0-9_]+$"
 
+# YAML reads `on_missing: null` as None, which means the same as the text "null".
+OnMissing = Literal["omit", "null"] | None
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -41,6 +44,11 @@ class MappingFileSpec(_Strict):
     source: str = Field(description="Canonical entity name or '<system>.<entity>'.")
     target: str = Field(description="Canonical entity name or '<system>.<entity>'.")
     when: dict[str, Any] | None = Field(default=None, description="Apply only when this condition holds.")
+    on_missing: OnMissing = Field(
+        default="omit",
+        description="omit (default): a field whose source path is absent from the record is left out of the "
+        "output; null: it is written as null (clears the target field). Fields may say otherwise.",
+    )
     fields: dict[str, Any] = Field(min_length=1, description="Target path → field spec.")
     examples: list[ExampleSpec] = Field(default_factory=list, description="Input → expected output pairs.")
 
@@ -56,12 +64,23 @@ class FieldSpec(_Strict):
     required: bool = Field(default=False, description="Fail the record when the result is missing.")
     optional: bool = Field(default=False, description="A missing xref gives null instead of a retry.")
     when: dict[str, Any] | None = Field(default=None, description="Map this field only when this holds.")
+    on_missing: OnMissing = Field(
+        default="omit", description="omit: an absent source leaves the field out; null: it is written as null."
+    )
 
 
 class EachSpec(_Strict):
     each: str = Field(description="Source list path.")
     fields: dict[str, Any] = Field(min_length=1, description="Fields of each output item, read from each source item.")
     when: dict[str, Any] | None = Field(default=None, description="Keep only source items for which this holds.")
+    merge_key: str | None = Field(
+        default=None,
+        description="Item field that identifies an item in the target: a write merges its items into the "
+        "target's list by this key instead of replacing the list (items it does not carry are kept).",
+    )
+    on_missing: OnMissing = Field(
+        default="omit", description="omit: an absent source list leaves the field out; null: it is written as []."
+    )
 
 
 FIELD_SPEC_KEYS = tuple(f.alias or n for n, f in FieldSpec.model_fields.items())

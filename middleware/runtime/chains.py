@@ -56,4 +56,5 @@ def build_route_mapper(config: LoadedConfig, mapping_ids: Sequence[str], store: 
     def map_record(payload: dict[str, Any]) -> dict[str, Any] | None:
         return apply_validated(payload, context)
 
+    map_record.merge_keys = dict(mapping.merge_keys)  # type: ignore[attr-defined]  # read by RouteProcessor
     return map_record, "+".join(mapping_ids)

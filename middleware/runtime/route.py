@@ -50,6 +50,7 @@ from middleware.errors import (
     MalformedMessageError,
     MappingError,
     PermanentError,
+    RecordLockedError,
     TransientError,
     UnknownMessageTypeError,
 )
@@ -132,6 +133,10 @@ class RouteProcessor:
         self.writer = writer
         self.map_record = map_record
         self.mapping_label = mapping_label
+        # list fields the writer merges by item key (the last mapping's merge_key:), not replaces
+        self.merge_keys: dict[str, str] = dict(
+            getattr(mapping, "merge_keys", None) or getattr(map_record, "merge_keys", None) or {}
+        )
         self._metrics: dict[str, Any] = {
             "consumed": MESSAGES_CONSUMED.labels(config.name),
             "produced": MESSAGES_PRODUCED.labels(config.name),
@@ -142,9 +147,12 @@ class RouteProcessor:
             "duplicate": MESSAGES_SKIPPED.labels(config.name, "duplicate"),
             "filtered": MESSAGES_SKIPPED.labels(config.name, "filtered"),
             "stale": MESSAGES_SKIPPED.labels(config.name, "stale"),
+            "unchanged": MESSAGES_SKIPPED.labels(config.name, "unchanged"),
+            "locked": MESSAGES_SKIPPED.labels(config.name, "locked"),
             "last": LAST_SUCCESS.labels(config.name),
         }
         ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
+        self.when = route_condition(config)
         self.two_way: TwoWaySync | None = None
         if config.two_way is not None:
             self.two_way = self._two_way(mapping)
@@ -220,6 +228,12 @@ class RouteProcessor:
                 skipped_keys.append(key)
                 to_ack.append(delivery)
                 continue
+            if self.when is not None and not self._wanted(envelope):
+                self._metrics["filtered"].inc()
+                outcome.skipped += 1
+                skipped_keys.append(key)
+                to_ack.append(delivery)
+                continue
             if self.two_way is not None:
                 two_way_items.append((delivery, envelope))
                 continue
@@ -253,6 +267,7 @@ class RouteProcessor:
                         record=record,
                         key=key,
                         correlation_id=envelope.correlation_id,
+                        merge=self.merge_keys,
                     ),
                 )
             )
@@ -288,7 +303,14 @@ class RouteProcessor:
                     record_key, changed = item.envelope.record_key, item.envelope.occurred_at.timestamp()
                     versions[record_key] = max(changed, versions.get(record_key, changed))
                     to_ack.append(item.delivery)
-                    self._landed(item.envelope, now, outcome)
+                    if result.unchanged:
+                        self._unchanged(item.envelope, outcome)
+                    else:
+                        self._landed(item.envelope, now, outcome)
+                elif result.locked and self.config.on_locked != "dead_letter":
+                    applied_keys.append(item.request.key)  # settled: a redelivery is not tried again
+                    to_ack.append(item.delivery)
+                    self._locked_skipped(item.envelope, result, outcome)
                 else:
                     moves.append(self._failed_write(item.delivery, item.envelope, result, outcome))
             sync: SyncWrite | None = None
@@ -331,13 +353,49 @@ class RouteProcessor:
         self._metrics["lag"].observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
         outcome.applied += 1
 
+    def _wanted(self, envelope: Envelope) -> bool:
+        """The route's `when:` holds for this message (links looked up in the store)."""
+        from middleware.mapping.context import MessageConditionContext
+
+        assert self.when is not None
+        context = MessageConditionContext(self.store, self._source_ref(envelope))
+        return bool(self.when(envelope.payload, context))
+
+    def _unchanged(self, envelope: Envelope, outcome: BatchOutcome) -> None:
+        """The target already held this content: acked as settled, neither a write nor a dead letter."""
+        self._metrics["unchanged"].inc()
+        outcome.skipped += 1
+        log.debug(
+            "message_skipped",
+            route=self.config.name,
+            reason="unchanged",
+            message_id=str(envelope.message_id),
+            correlation_id=envelope.correlation_id,
+        )
+
+    def _locked_skipped(self, envelope: Envelope, result: WriteResult, outcome: BatchOutcome) -> None:
+        """`on_locked: skip | note`: the record cannot change in its state; acked and counted."""
+        self._metrics["locked"].inc()
+        outcome.skipped += 1
+        if self.config.on_locked == "note":
+            log.warning(
+                "record_locked_skipped",
+                route=self.config.name,
+                message_id=str(envelope.message_id),
+                correlation_id=envelope.correlation_id,
+                record=envelope.record_key,
+                target=f"{self.config.to.system}.{self.config.to.entity}",
+                error=_clip(result.error),
+            )
+
     def _failed_write(
         self, delivery: Delivery, envelope: Envelope, result: WriteResult, outcome: BatchOutcome
     ) -> Callable[[], None]:
         if result.outcome == "transient":
             failure = TransientError(result.error, status=result.status, retry_after=result.retry_after)
             return partial(self._retry_or_dead_letter, delivery, envelope, failure, outcome)
-        permanent = PermanentError(result.error, status=result.status)
+        error_class = RecordLockedError if result.locked else PermanentError
+        permanent = error_class(result.error, status=result.status)
         return partial(self._dead_letter, delivery, envelope, permanent, outcome)
 
     # ----- two-way routes (middleware/sync/twoway.py decides; the route writes, acks and moves) -----
@@ -519,6 +577,20 @@ class RouteProcessor:
             attempts=attempts,
             mapping=mapping,
         )
+
+
+def route_condition(config: RouteConfig) -> Callable[..., bool] | None:
+    """The route's compiled `when:` (checked with its place when the config loaded)."""
+    if config.when is None:
+        return None
+    from middleware.mapping.conditions import compile_route_condition
+    from middleware.yamlsource import YamlDocument
+
+    where = YamlDocument(f"route {config.name} when:", config.when)
+    predicate, problems = compile_route_condition(config.when, where, ())
+    if problems:
+        raise ConfigError(problems)
+    return predicate
 
 
 def _clip(text: str, limit: int = 2000) -> str:

@@ -12,7 +12,11 @@ never look alike, whereas both directions of a pair map their system's record in
 canonical entity. So the writer hashes the canonical values it wrote, the reader hashes the
 canonical values it read, field by field, after `normalise`:
 
-* missing, null and "" are the same (mappings drop nulls; systems store "" or NULL);
+* null and "" are the same (systems store "" or NULL);
+* a field *absent* from a record is not compared at all: a partial record (a webhook payload
+  without the address) says nothing about the fields it lacks, so it is never a change to
+  blank (`CanonicalFields.carried`). Mappings leave out what the source did not carry and
+  keep an explicit null, so absent and null stay apart up to here;
 * a Decimal field compares as a number (`19.9`, `19.90` and `19.9000` are equal);
 * objects drop their null members; lists keep their order (the first address is the billing
   address on both sides); text is compared exactly (the mappings trim and lower-case).
@@ -129,6 +133,10 @@ class CanonicalFields:
     def values(self, canonical: Mapping[str, Any]) -> dict[str, Any]:
         """Every synced field's normal value (None where the record has none)."""
         return {name: self._normalisers[name](canonical.get(name)) for name in self.fields}
+
+    def carried(self, canonical: Mapping[str, Any]) -> list[str]:
+        """The synced fields the record carries (present, even if null), in the configured order."""
+        return [name for name in self.fields if name in canonical]
 
     def normalise(self, name: str, value: Any) -> Any:
         return self._normalisers[name](value)

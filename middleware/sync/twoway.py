@@ -298,6 +298,7 @@ class TwoWaySync:
         self.peer = self.config.peer
         head, tail, model = split_chain(mapping, route.name)
         self._head, self._tail = head, tail
+        self.merge_keys: dict[str, str] = dict(getattr(mapping, "merge_keys", None) or {})
         self.context = context
         try:
             self.fields = CanonicalFields(model, self.config.fields)
@@ -423,15 +424,20 @@ class TwoWaySync:
         assert work.canonical is not None
         source, target = self.source_system, self.target_system
         values = self.fields.values(work.canonical)
-        work.values = values
+        # a synced field the record did not carry (a webhook's partial payload) is unknown: it is
+        # neither a change nor something to write, and never compared as blank
+        carried = self.fields.carried(work.canonical)
+        work.values = {name: values[name] for name in carried}
         changed_at = work.envelope.occurred_at.timestamp()
         if work.target is None or work.state is None:
             # never synced two-way: create it in the target (or update it fully when linked already)
             work.initial = True
-            work.to_write = dict(values)
+            work.to_write = dict(work.values)
             return
         state = work.state
-        state.data["canonical"][source] = work.canonical
+        previous = state.data["canonical"].get(source)
+        merged = {**previous, **work.canonical} if isinstance(previous, dict) else work.canonical
+        state.data["canonical"][source] = merged
         state.data["refs"][source] = ref_text(work.source)
         state.data["refs"][target] = ref_text(work.target)
         work.state_changed = True
@@ -440,7 +446,7 @@ class TwoWaySync:
         older = changed_at < float(seen.get(source, float("-inf")))  # a newer read of the record came first
         seen[source] = max(changed_at, float(seen.get(source, changed_at)))
         user_changes: dict[str, tuple[Any, bool]] = {}
-        for name in self.fields.fields:
+        for name in carried:
             value = values[name]
             if stamp_matches and stamp is not None and name in stamp.fields:
                 continue
@@ -663,6 +669,7 @@ class TwoWaySync:
             key=envelope.idempotency_key,
             target_id=work.target.id if work.target else None,
             correlation_id=envelope.correlation_id,
+            merge=self.merge_keys,
         )
 
     # ----- after the writes -----------------------------------------------------------------

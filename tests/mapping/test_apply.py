@@ -31,7 +31,7 @@ def test_short_form_reads_dotted_paths_and_list_indexes() -> None:
 
 
 def test_missing_source_values_read_as_none_without_error() -> None:
-    m = mapping("  a: x\n  city: billing.city\n  sku: lines.3.sku\n  deep: a.b.c\n")
+    m = mapping("  a: x\n  city: billing.city\n  sku: lines.3.sku\n  deep: a.b.c\n", extra="on_missing: null\n")
     assert m.apply({"billing": "not an object", "lines": [], "a": {"b": [1]}}) == {
         "a": None,
         "city": None,
@@ -61,7 +61,7 @@ def test_const_and_index_fields() -> None:
 
 
 def test_each_over_a_missing_list_gives_an_empty_list_and_over_a_non_list_fails() -> None:
-    m = mapping("  lines:\n    each: items\n    fields:\n      sku: sku\n")
+    m = mapping("  lines:\n    each: items\n    fields:\n      sku: sku\n", extra="on_missing: null\n")
     assert m.apply({}) == {"lines": []}
     with pytest.raises(MappingError, match="each: expects a list"):
         m.apply({"items": {"sku": "A"}})
@@ -78,7 +78,8 @@ def test_each_when_filters_items_and_index_counts_kept_items() -> None:
 def test_nested_each_inside_each() -> None:
     m = mapping(
         "  orders:\n    each: orders\n    fields:\n      id: id\n"
-        "      lines:\n        each: lines\n        fields:\n          sku: {from: sku, transform: upper}\n"
+        "      lines:\n        each: lines\n        fields:\n          sku: {from: sku, transform: upper}\n",
+        extra="on_missing: null\n",
     )
     record = {"orders": [{"id": 1, "lines": [{"sku": "a"}, {"sku": "b"}]}, {"id": 2}]}
     assert m.apply(record) == {"orders": [{"id": 1, "lines": [{"sku": "A"}, {"sku": "B"}]}, {"id": 2, "lines": []}]}
@@ -100,7 +101,7 @@ def test_list_of_item_blocks_builds_a_target_list_from_one_record() -> None:
 
 
 def test_value_map_with_otherwise_maps_unknown_values() -> None:
-    m = mapping("  tier: {from: t, values: {gold: A, silver: B}, otherwise: C}\n")
+    m = mapping("  tier: {from: t, values: {gold: A, silver: B}, otherwise: C}\n", extra="on_missing: null\n")
     assert m.apply({"t": "gold"}) == {"tier": "A"}
     assert m.apply({"t": "bronze"}) == {"tier": "C"}
     assert m.apply({}) == {"tier": None}
@@ -213,7 +214,8 @@ def test_xref_missing_with_optional_or_default_does_not_raise() -> None:
 
 
 def test_xref_of_a_missing_source_value_makes_no_lookup() -> None:
-    assert mapping(XREF).apply({}, StaticMappingContext()) == {"account": None}
+    assert mapping(XREF).apply({}, StaticMappingContext()) == {}
+    assert mapping(XREF, extra="on_missing: null\n").apply({}, StaticMappingContext()) == {"account": None}
 
 
 def test_static_context_answers_links_in_both_directions() -> None:
@@ -258,11 +260,8 @@ def test_apply_validated_returns_json_ready_canonical_output() -> None:
         "customer_id": "C-1",
         "name": "A",
         "credit_limit": "10.50",
-        "active": True,
-        "addresses": [],
-        "contacts": [],
         "updated_at": "2026-11-24T02:00:00Z",
-    }
+    }  # the model's defaults (active, addresses, contacts) are not what the source said: left out
 
 
 def test_apply_validated_turns_model_errors_into_mapping_errors_with_the_field() -> None:
@@ -290,8 +289,7 @@ def test_chain_feeds_validated_canonical_output_into_the_next_mapping() -> None:
         "account_name": "A",
         "limit": "7.00",
         "at": "2026-11-24T02:00:00Z",
-        "active": True,
-    }
+    }  # `active` is the model's default, not the record's: the second mapping does not write it
     assert preview(chain, record) == chain.apply_validated(record)
 
 

@@ -161,3 +161,120 @@ def test_generated_order_mapping_agrees_with_the_field_by_field_path_on_random_r
         assert actual == expected, record
         agreed += expected[0] == "ok"
     assert agreed > 500  # enough records map cleanly that the fast path is really compared
+
+
+# ----- missing is not null: the generated path and the closures agree on both ------------------
+PARTIAL_MAPPING = """
+mapping: partial
+source: test.in
+target: test.out
+fields:
+  plain: a
+  upper: {from: b, transform: upper}
+  dated: {from: c, transform: "date | iso"}
+  filled: {from: d, transform: trim, default: none-given}
+  nulled: {from: e, transform: trim, default: null}
+  dotted: ship.city
+  dotted_upper: {from: ship.zip, transform: trim}
+  deep: x.y.z
+  mapped: {from: tier, values: {gold: A, silver: B}}
+  cleared: {from: f, on_missing: null}
+  kept_absent: {from: g, transform: trim, default: given-null, on_missing: omit}
+  pair: {from: [a, b]}
+  fixed: {const: 1}
+  ship_to.city: ship.city
+  ship_to.country: {from: ship.country, transform: upper}
+  addresses:
+    - kind: {const: billing}
+      city: ship.city
+  lines:
+    each: items
+    fields:
+      n: {index: 1}
+      sku: {from: sku, transform: upper}
+      qty: {from: qty, transform: "decimal(2)"}
+"""
+KEYS = ["a", "b", "c", "d", "e", "f", "g", "tier", "ship", "x", "items"]
+
+
+def _partial_record(rng: Any) -> dict[str, Any]:
+    full: dict[str, Any] = {
+        "a": "A1",
+        "b": "bee",
+        "c": "2026-11-24",
+        "d": " dee ",
+        "e": " e ",
+        "f": "F",
+        "g": " G ",
+        "tier": rng.choice(["gold", "silver"]),
+        "ship": {"city": "Berlin", "zip": " 10115 ", "country": "de"},
+        "x": {"y": {"z": 3}},
+        "items": [{"sku": "a", "qty": "1.5"}, {"sku": "b", "qty": 2}],
+    }
+    for key in KEYS:
+        roll = rng.random()
+        if roll < 0.3:
+            del full[key]
+        elif roll < 0.45:
+            full[key] = None
+        elif roll < 0.5:
+            full[key] = ""
+    if isinstance(full.get("ship"), dict):
+        for key in ("city", "zip", "country"):
+            if rng.random() < 0.3:
+                del full["ship"][key]
+    if isinstance(full.get("items"), list):
+        for item in full["items"]:
+            if rng.random() < 0.3:
+                del item[rng.choice(["sku", "qty"])]
+    return full
+
+
+def test_generated_partial_mapping_agrees_with_the_closures_on_absent_and_null_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    from middleware.mapping import compiler
+
+    mapping = compile_mapping_text(PARTIAL_MAPPING)
+    monkeypatch.setattr(compiler, "GENERATE_CODE", False)
+    careful = compile_mapping_text(PARTIAL_MAPPING)
+    rng = random.Random(11)
+    for _ in range(3000):
+        record = _partial_record(rng)
+        try:
+            expected: Any = ("ok", careful.apply(record))
+        except Exception as exc:
+            expected = ("error", type(exc).__name__)
+        try:
+            actual: Any = ("ok", mapping.apply(record))
+        except Exception as exc:
+            actual = ("error", type(exc).__name__)
+        assert actual == expected, record
+
+
+@pytest.mark.parametrize("generate", [True, False], ids=["generated", "closures"])
+def test_absent_fields_are_left_out_and_explicit_nulls_are_kept(
+    monkeypatch: pytest.MonkeyPatch, generate: bool
+) -> None:
+    from middleware.mapping import compiler
+
+    monkeypatch.setattr(compiler, "GENERATE_CODE", generate)
+    mapping = compile_mapping_text(PARTIAL_MAPPING)
+    out = mapping.apply({"a": None, "b": None, "g": None, "ship": {"city": None}, "items": [{"sku": "x"}]})
+    assert out == {
+        "plain": None,  # explicit null in the source: the target field is cleared
+        "upper": None,
+        "filled": "none-given",  # a non-null default fills an absent value
+        "dotted": None,
+        "cleared": None,  # on_missing: null
+        "kept_absent": "given-null",  # the default fills a null ...
+        "pair": [None, None],
+        "fixed": 1,
+        "ship_to": {"city": None},
+        "addresses": [{"kind": "billing", "city": None}],
+        "lines": [{"n": 1, "sku": "X"}],
+    }
+    # nothing carried: only what the mapping fixes or fills, never a null
+    assert mapping.apply({}) == {"filled": "none-given", "cleared": None, "fixed": 1}  # ... not an absent value

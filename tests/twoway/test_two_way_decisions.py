@@ -331,3 +331,22 @@ def test_a_resolution_goes_through_both_routes_and_unparks_the_field(pair: Pair)
     pair.a.edit("W-1", description="Teal and green")  # unparked: changes flow again
     pair.settle()
     assert pair.b.records["W-1"]["text"] == "Teal and green"
+
+
+def test_a_partial_record_changes_what_it_carries_and_blanks_nothing(pair: Pair) -> None:
+    """A webhook-style payload with only some fields: the absent ones are unknown, not blank."""
+    synced_item(pair)
+    pair.b.edit("W-1", title="Widget XL")
+    partial = Envelope(
+        type="item.b_changed",
+        source=Source(system="b", entity="item", record_id="W-1", version="partial-1"),
+        occurred_at=datetime.now(UTC),
+        payload={"code": "W-1", "title": "Widget XL"},  # no text, no amount
+    )
+    pair.broker.send("b_to_a", [OutgoingMessage(partial.type, partial.to_bytes(), key=partial.record_key)])
+    pair.run("b_to_a")
+    assert pair.a.writes[-1] == {"name": "Widget XL"}
+    pair.settle()
+    assert pair.a.records["W-1"]["description"] == "Blue" and pair.a.records["W-1"]["price"] == "19.90"
+    assert pair.b.records["W-1"]["text"] == "Blue" and pair.b.records["W-1"]["amount"] == "19.9000"
+    assert pair.b.records["W-1"]["title"] == "Widget XL"
