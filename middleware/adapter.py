@@ -8,7 +8,9 @@ edge: a `WriteResult` says ok, transient or permanent; the worker decides what f
 
 Readers may offer two optional capabilities, found by `isinstance` at run time: `read_one`
 (`RecordReader`) and `stored_form` (`StoredFormReader`); `read_record` and `stored_form`
-below fall back to what every reader can do.
+below fall back to what every reader can do. Writers may offer `find_by_key` (`KeyFinder`),
+which an adapter's config model declares per entity (`WriteKeys.write_key_field`), so
+validation knows at load time which targets can be written under a business-key identity.
 """
 
 from __future__ import annotations
@@ -125,6 +127,30 @@ def stored_form(reader: Reader, entity: str, record: dict[str, Any]) -> dict[str
 class Writer(Protocol):
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
         """Apply requests; same-key requests in order; one result per request, same order."""
+
+
+@runtime_checkable
+class KeyFinder(Protocol):
+    """Optional writer capability: the target ids of existing records, found by their business key.
+
+    Used before creating a record whose identity claim was left by a writer that died or failed
+    (`middleware.runtime.identity`): the record may exist already, so it is updated, not created
+    twice. One answer per record, in order: the id, or None when the target has no such record
+    (or the record carries no key). A failure to ask raises `TransientError`.
+    """
+
+    def find_by_key(self, entity: str, records: Sequence[dict[str, Any]]) -> list[str | None]: ...
+
+
+@runtime_checkable
+class WriteKeys(Protocol):
+    """Optional adapter-config capability: the record field that identifies a written record of
+    `entity` in the target and by which its writer's `find_by_key` finds it; None when it has none.
+
+    A route writing such an entity claims each record's identity by that field unless it names
+    its own key (`to: {key: ...}`)."""
+
+    def write_key_field(self, entity: str) -> str | None: ...
 
 
 class Adapter(Protocol):

@@ -57,7 +57,7 @@ from typing import Any, Literal
 import structlog
 
 from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteRequest, read_record, stored_form
-from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
+from middleware.broker.base import H_ERROR, H_ERROR_CLASS, H_ORIGIN, Broker, OutgoingMessage, dlq_name
 from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of
 from middleware.errors import ConfigError, IsthmusError, Problem
 from middleware.message import Envelope, Source, utc_now
@@ -70,7 +70,6 @@ log = structlog.get_logger("isthmus.reconcile")
 
 Kind = Literal["missing", "different", "orphaned", "unmappable"]
 KINDS: tuple[Kind, ...] = ("missing", "different", "orphaned", "unmappable")
-H_ORIGIN = "isthmus-origin"  # not x-isthmus-*: `dlq replay` strips those, provenance must survive it
 MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 

@@ -124,15 +124,18 @@ class IdentityClaim:
 
 @dataclass(frozen=True)
 class PathFingerprint:
-    """What a route last wrote to one target entity for one source record (a content hash).
+    """What was last written to one target entity for one source record, and by which path.
 
-    A second path (webhook and poll) bringing the same change of that record maps to the same
-    content, finds this fingerprint and is skipped as `duplicate_path`."""
+    `content_hash` is the hash of the mapped record; `path` is the route and message type that
+    wrote it (e.g. `deals_won:deal.won`). A message of another path (the poll after the webhook,
+    another route of the same record) that maps to the same content is skipped as
+    `duplicate_path`."""
 
     source: RecordRef
     target_system: str
     target_entity: str
     content_hash: str
+    path: str = ""
 
 
 @dataclass
@@ -206,9 +209,9 @@ class Store(Protocol):
 
     def path_fingerprints(
         self, sources: Sequence[RecordRef], target_system: str, target_entity: str
-    ) -> dict[RecordRef, str]:
-        """The content hash last written to `target_system`/`target_entity` per source record; records
-        never written there are left out."""
+    ) -> dict[RecordRef, PathFingerprint]:
+        """What was last written to `target_system`/`target_entity` per source record; records never
+        written there are left out."""
 
     # ----- two-way sync (middleware/sync/twoway.py) ------------------------------------------------
     def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:

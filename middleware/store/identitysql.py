@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from middleware.store.base import IdentityClaim, IdentityWrite, RecordRef, TargetIdentity
+from middleware.store.base import IdentityClaim, IdentityWrite, PathFingerprint, RecordRef, TargetIdentity
 
 
 def ddl(real: str) -> list[str]:
@@ -40,6 +40,7 @@ def ddl(real: str) -> list[str]:
             dst_system   TEXT NOT NULL,
             dst_entity   TEXT NOT NULL,
             content_hash TEXT NOT NULL,
+            path         TEXT NOT NULL,
             written_at   {real} NOT NULL,
             PRIMARY KEY (src_system, src_entity, src_id, dst_system, dst_entity)
         )""",
@@ -72,14 +73,14 @@ class IdentitySql:
         )
         self.expire = f"UPDATE target_claims SET claimed_at = 0 WHERE {where} AND claimant = {p} AND target_id IS NULL"
         self.fingerprint_get = (
-            f"SELECT content_hash FROM path_fingerprints WHERE src_system = {p} AND src_entity = {p} "
+            f"SELECT content_hash, path FROM path_fingerprints WHERE src_system = {p} AND src_entity = {p} "
             f"AND src_id = {p} AND dst_system = {p} AND dst_entity = {p}"
         )
         self.fingerprint_put = (
             "INSERT INTO path_fingerprints (src_system, src_entity, src_id, dst_system, dst_entity, content_hash, "
-            f"written_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) "
+            f"path, written_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}) "
             "ON CONFLICT (src_system, src_entity, src_id, dst_system, dst_entity) "
-            "DO UPDATE SET content_hash = excluded.content_hash, written_at = excluded.written_at"
+            "DO UPDATE SET content_hash = excluded.content_hash, path = excluded.path, written_at = excluded.written_at"
         )
 
     def claim(
@@ -110,14 +111,14 @@ class IdentitySql:
 
     def read_fingerprints(
         self, conn: _Executes, sources: Sequence[RecordRef], target_system: str, target_entity: str
-    ) -> dict[RecordRef, str]:
-        found: dict[RecordRef, str] = {}
+    ) -> dict[RecordRef, PathFingerprint]:
+        found: dict[RecordRef, PathFingerprint] = {}
         for ref in dict.fromkeys(sources):
             row = conn.execute(
                 self.fingerprint_get, (ref.system, ref.entity, ref.id, target_system, target_entity)
             ).fetchone()
             if row:
-                found[ref] = str(row[0])
+                found[ref] = PathFingerprint(ref, target_system, target_entity, str(row[0]), str(row[1]))
         return found
 
     def write(self, conn: _Executes, identity: IdentityWrite, now: float) -> None:
@@ -131,7 +132,7 @@ class IdentitySql:
             src = fp.source
             conn.execute(
                 self.fingerprint_put,
-                (src.system, src.entity, src.id, fp.target_system, fp.target_entity, fp.content_hash, now),
+                (src.system, src.entity, src.id, fp.target_system, fp.target_entity, fp.content_hash, fp.path, now),
             )
 
 

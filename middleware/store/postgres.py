@@ -28,6 +28,7 @@ from middleware.store.base import (
     FlowRunRecord,
     IdentityClaim,
     IdentityWrite,
+    PathFingerprint,
     RecordRef,
     SyncWrite,
     TargetIdentity,
@@ -298,7 +299,7 @@ class PostgresStore:
 
     def path_fingerprints(
         self, sources: Sequence[RecordRef], target_system: str, target_entity: str
-    ) -> dict[RecordRef, str]:
+    ) -> dict[RecordRef, PathFingerprint]:
         if not sources:
             return {}
         return self._run(lambda conn: _IDENTITY_SQL.read_fingerprints(conn, sources, target_system, target_entity))

@@ -27,6 +27,7 @@ from middleware.store.base import (
     FlowRunRecord,
     IdentityClaim,
     IdentityWrite,
+    PathFingerprint,
     RecordRef,
     SyncWrite,
     TargetIdentity,
@@ -242,7 +243,7 @@ class SqliteStore:
 
     def path_fingerprints(
         self, sources: Sequence[RecordRef], target_system: str, target_entity: str
-    ) -> dict[RecordRef, str]:
+    ) -> dict[RecordRef, PathFingerprint]:
         if not sources:
             return {}
         with self._lock:

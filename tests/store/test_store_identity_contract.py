@@ -119,21 +119,23 @@ def test_identities_are_per_system_and_entity(store: Store) -> None:
 
 def test_identity_bookkeeping_lands_with_the_applied_keys(store_factory: StoreFactory) -> None:
     first = store_factory()
-    fingerprint = PathFingerprint(DEAL, "tryton", "sale", "h1")
+    fingerprint = PathFingerprint(DEAL, "tryton", "sale", "h1", "deals_won:deal.won")
     first.mark_applied("r1", ["k1"], identity=IdentityWrite("w", linked=[(SALE, "35")], fingerprints=[fingerprint]))
     first.close()
     again = store_factory()
     assert again.applied("r1", ["k1"]) == {"k1"}
     assert again.claim_identities([SALE], "x", lease_s=1)[SALE].target_id == "35"
-    assert again.path_fingerprints([DEAL], "tryton", "sale") == {DEAL: "h1"}
+    assert again.path_fingerprints([DEAL], "tryton", "sale") == {DEAL: fingerprint}
 
 
 def test_path_fingerprints_are_per_target_entity_and_overwrite(store: Store) -> None:
-    store.mark_applied("r1", [], identity=IdentityWrite(fingerprints=[PathFingerprint(DEAL, "tryton", "sale", "h1")]))
-    store.mark_applied("r2", [], identity=IdentityWrite(fingerprints=[PathFingerprint(DEAL, "tryton", "sale", "h2")]))
-    store.mark_applied("r3", [], identity=IdentityWrite(fingerprints=[PathFingerprint(DEAL, "erp", "order", "h9")]))
-    assert store.path_fingerprints([DEAL, RecordRef("crm", "deal", "D-2")], "tryton", "sale") == {DEAL: "h2"}
-    assert store.path_fingerprints([DEAL], "erp", "order") == {DEAL: "h9"}
+    webhook = PathFingerprint(DEAL, "tryton", "sale", "h1", "won:deal.won")
+    poll = PathFingerprint(DEAL, "tryton", "sale", "h2", "deals:deal.upserted")
+    other = PathFingerprint(DEAL, "erp", "order", "h9", "deals:deal.upserted")
+    for route, fingerprint in (("won", webhook), ("deals", poll), ("orders", other)):
+        store.mark_applied(route, [], identity=IdentityWrite(fingerprints=[fingerprint]))
+    assert store.path_fingerprints([DEAL, RecordRef("crm", "deal", "D-2")], "tryton", "sale") == {DEAL: poll}
+    assert store.path_fingerprints([DEAL], "erp", "order") == {DEAL: other}
     assert store.path_fingerprints([DEAL], "erp", "invoice") == {}
 
 
