@@ -154,9 +154,7 @@ class RouteConfig(Strict):
         return self
 
     def queue_options(self) -> QueueOptions:
-        return QueueOptions(
-            shards=self.shards, retry_delays_s=self.retry.schedule(), max_length=self.max_queue_length
-        )
+        return QueueOptions(shards=self.shards, retry_delays_s=self.retry.schedule(), max_length=self.max_queue_length)
 
     @field_validator("on")
     @classmethod
@@ -519,7 +517,7 @@ def _check_target_key(
         problems.append(
             Problem(
                 f"route {route.name!r} keys {to.system} {to.entity} by {', '.join(to.key)}, but the {system_type} "
-                f"adapter cannot find a {to.entity} by key (needed to recover a claim a killed worker left)",
+                f"adapter cannot find {to.entity} records by key (needed to recover a claim a killed worker left)",
                 doc.locate(("routes", i, "to", "key")),
                 f"routes[{i}].to.key",
                 hint,
@@ -621,7 +619,7 @@ def _check_key_is_mapped(loaded: LoadedConfig, doc: YamlDocument, mapping_set: A
         if not isinstance(fields, dict):
             continue
         for j, name in enumerate(route.to.key):
-            if name.split(".", 1)[0] not in fields:
+            if name not in fields and name.split(".", 1)[0] not in fields:
                 where: tuple[str | int, ...] = ("routes", i, "to", "key")
                 problems.append(
                     Problem(

@@ -106,12 +106,14 @@ class ClaimBatch:
     """What claiming decided for a batch's requests (by index into the requests given).
 
     `identities`: the identity of every request that has one; `claimed`: the identities this
-    batch holds unlinked (linked on success, expired on failure); `held`: requests to retry later
-    with the delay to wait; `failed`: requests whose record could not be looked for."""
+    batch holds unlinked (linked on success, expired on failure); `linked`: requests that became
+    updates of a record another writer created; `held`: requests to retry later with the delay
+    to wait; `failed`: requests whose record could not be looked for."""
 
     claimant: str
     identities: dict[int, TargetIdentity] = field(default_factory=dict)
     claimed: set[TargetIdentity] = field(default_factory=set)
+    linked: set[int] = field(default_factory=set)
     held: dict[int, IdentityHeldError] = field(default_factory=dict)
     failed: dict[int, TransientError] = field(default_factory=dict)
 
@@ -180,6 +182,7 @@ class TargetIdentities:
             if answer.status == "linked":
                 for index in indexes:
                     requests[index].target_id = answer.target_id
+                    batch.linked.add(index)
             elif answer.status == "held":
                 remaining = max(0.0, answer.claimed_at + self.lease_s - time.time())
                 for index in indexes:

@@ -296,6 +296,8 @@ class RouteProcessor:
         book = _IdentityBook()
         pending = self._skip_duplicate_paths(pending, to_ack, applied_keys, versions, outcome)
         pending = self._claim_targets(pending, book, moves, outcome)
+        if book.claims is not None and book.claims.linked:  # another writer created them meanwhile:
+            pending = self._skip_duplicate_paths(pending, to_ack, applied_keys, versions, outcome)  # same content?
         plan: TwoWayBatch | None = None
         finished: Finished | None = None
         committed = False
