@@ -71,7 +71,12 @@ _POLL_S = (0.02, 0.05, 0.1, 0.2)
 
 class IdentityHeldError(TransientError):
     """Another writer holds the claim on this record's identity: retried later, without spending an
-    attempt (waiting for another writer is no failure), and at the latest when the lease runs out."""
+    attempt (waiting for another writer is no failure), and at the latest when the lease runs out
+    (`lease_left_s`: then the next writer takes the claim over)."""
+
+    def __init__(self, message: str, *, system: str = "", retry_after: float | None = None, lease_left_s: float = 0.0):
+        super().__init__(message, system=system, retry_after=retry_after)
+        self.lease_left_s = lease_left_s
 
 
 def business_key(record: dict[str, Any], fields: Sequence[str]) -> str | None:
@@ -191,6 +196,7 @@ class TargetIdentities:
                         f"{remaining:.0f}s left); retried when it is linked",
                         system=self.system,
                         retry_after=max(0.2, min(remaining, self.wait_s)),
+                        lease_left_s=remaining,
                     )
             else:
                 batch.claimed.add(identity)
