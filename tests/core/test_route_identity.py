@@ -280,3 +280,20 @@ def test_a_failed_create_expires_its_claim_so_the_retry_looks_first(
     store.mark_applied("t", [], identity=IdentityWrite("next-worker", expired=[sale]))  # it gives up again
     drain(poll, broker, 0.5)
     assert len(erp.accounts) == 1
+
+
+def test_a_failed_search_by_key_retries_instead_of_creating_blindly(
+    erp: SampleErp, broker: Broker, store: Store, unique_name: str
+) -> None:
+    account_id = _create_directly(erp, "C-1")
+    sale = TargetIdentity("erp", "account", "C-1")
+    store.claim_identities([sale], "killed-worker", lease_s=60)
+    time.sleep(0.4)
+    poll = processor(route("accounts_poll", POLL, unique_name, lease_s=0.3), broker, store, erp_adapter(erp))
+    erp.fail_next(1, 503)  # the search by key fails
+    publish(broker, change(POLL, "C-1", "Acme Corp"))
+    assert poll.process(broker.fetch(poll.queue, 50, 1.0)).retried == 1
+    assert list(erp.accounts) == [account_id]
+    drain(poll, broker, 0.5)
+    assert list(erp.accounts) == [account_id], "the retry created the record instead of finding it"
+    assert erp.accounts[account_id]["account_name"] == "Acme Corp"
