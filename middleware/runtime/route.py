@@ -377,10 +377,12 @@ class RouteProcessor:
         source record (`duplicate_path`). It counts as applied (key and version recorded), so its
         redelivery is a plain `duplicate`. The same path writing the same content under a new
         version still writes, as before; messages re-emitted on purpose (heal, replay:
-        `isthmus-origin`) always go through."""
-        if not pending:
-            return pending
+        `isthmus-origin`) always go through. The fingerprints land with the batch's
+        `mark_applied`: a SIGKILL before it leaves none, and the next arrival is written again
+        (an update of the same content, harmless)."""
         to = self.config.to
+        if not pending or to.flow is not None:  # a flow keeps its own runs per business key
+            return pending
         for item in pending:
             item.fingerprint = content_hash(item.request.record)
         candidates = [item for item in pending if H_ORIGIN not in item.delivery.headers]
