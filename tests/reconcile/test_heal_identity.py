@@ -2,7 +2,7 @@
 
 Otherwise every writer of that business key would keep updating the deleted record (the claim
 says it exists) and be dead-lettered. Real sample ERP over HTTP, real SQLite store, the demo
-configuration (ERP accounts keyed by external_ref).
+configuration with ERP accounts keyed by external_ref (`key_field` + `find:`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adapters.rest import RestAdapter
 from deploy.demo.sample_erp import SampleErp
@@ -20,6 +21,7 @@ from middleware.config import load_config
 from middleware.reconcile.engine import Drift, plan_route, recreate_targets
 from middleware.store import open_store
 from middleware.store.base import IdentityWrite, RecordRef, TargetIdentity
+from middleware.yamlsource import load_yaml_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +35,15 @@ def erp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SampleErp]:
 
 
 def test_recreating_a_deleted_account_repoints_its_identity_claim(erp: SampleErp, tmp_path: Path) -> None:
-    loaded = load_config(REPO / "deploy" / "demo" / "isthmus.yaml")
+    config = load_yaml_file(REPO / "deploy" / "demo" / "isthmus.yaml").data
+    config["mappings"] = [str(REPO / "mappings")]
+    account = config["systems"]["erp"]["entities"]["account"]["write"]
+    account.update(
+        key_field="external_ref", find={"path": "/api/accounts", "param": "external_ref", "records_path": "items"}
+    )
+    path = tmp_path / "isthmus.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    loaded = load_config(path)
     plan = plan_route(loaded, "customers_crm_to_erp")
     system_type, system_config = loaded.systems["erp"]
     writer = RestAdapter("erp", system_config).writer()  # type: ignore[arg-type]
