@@ -21,6 +21,10 @@ The registry is the `isthmus.adapters` entry point group (pyproject.toml); `BUIL
 same table for a source checkout that was never installed, and a test keeps the two equal.
 Reaching an adapter's class (for its `config_model` and `capabilities`) must stay light:
 the heavy client (zeep, …) is imported only when an adapter is built.
+
+Writers may offer `find_by_key` (`KeyFinder`; the `find_by_key` capability), which an adapter's
+config model declares per entity (`WriteKeys.write_key_field`), so validation knows at load
+time which targets can be written under a business-key identity.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol, cast
+from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -250,6 +254,30 @@ class Writer(Protocol):
 
     def write_batch(self, requests: Sequence[WriteRequest]) -> list[WriteResult]:
         """Apply requests; same-key requests in order; one result per request, same order."""
+
+
+@runtime_checkable
+class KeyFinder(Protocol):
+    """Optional writer capability: the target ids of existing records, found by their business key.
+
+    Used before creating a record whose identity claim was left by a writer that died or failed
+    (`middleware.runtime.identity`): the record may exist already, so it is updated, not created
+    twice. One answer per record, in order: the id, or None when the target has no such record
+    (or the record carries no key). A failure to ask raises `TransientError`.
+    """
+
+    def find_by_key(self, entity: str, records: Sequence[dict[str, Any]]) -> list[str | None]: ...
+
+
+@runtime_checkable
+class WriteKeys(Protocol):
+    """Optional adapter-config capability: the record field that identifies a written record of
+    `entity` in the target and by which its writer's `find_by_key` finds it; None when it has none.
+
+    A route writing such an entity claims each record's identity by that field unless it names
+    its own key (`to: {key: ...}`)."""
+
+    def write_key_field(self, entity: str) -> str | None: ...
 
 
 class Adapter(Protocol):

@@ -391,6 +391,27 @@ class LockedAnswer(_Strict):
         return value
 
 
+class FindSpec(_Strict):
+    """How to find an existing record by its `key_field` value: `GET path?param=<value>`.
+
+    Before creating a record whose identity claim was left by a writer that died mid-write, the
+    route asks the target whether the record is there already (then it is updated, not created
+    twice). The answer is a list of records (at `records_path`); the first one's `id_path` is
+    the target id, an empty list means "not there"."""
+
+    path: str = Field(description="URL path of the list to search, e.g. /api/accounts.")
+    param: str = Field(min_length=1, description="Query parameter that carries the key value, e.g. external_ref.")
+    records_path: str = Field(default="", description="Dotted path to the list in the response ('' = the body).")
+    id_path: str = Field(default="id", description="Dotted path of the target id in one found record.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str) -> str:
+        if "{" in value:
+            raise ValueError(f"find path {value!r} must be a fixed path; the key goes in 'param'")
+        return _check_path(value)
+
+
 class WriteSpec(_Strict):
     """How to apply one mapped record.
 
@@ -410,6 +431,11 @@ class WriteSpec(_Strict):
     )
     drop_fields: list[str] = Field(
         default_factory=list, description="Record fields used only in the URL, not sent in the body."
+    )
+    find: FindSpec | None = Field(
+        default=None,
+        description="create_or_update: how to find a record by its `key_field` (identity recovery after a "
+        "crash; makes `key_field` the default business key of routes writing this entity).",
     )
     check: WriteProbe | None = Field(
         default=None,
@@ -447,6 +473,8 @@ class WriteSpec(_Strict):
             templates = [self.create.path, self.update.path]
         if any("key" in path_placeholders(t) for t in templates) and not self.key_field:
             raise ValueError("a path uses {key}: set 'key_field' to the record field it stands for")
+        if self.find is not None and (self.mode != "create_or_update" or not self.key_field):
+            raise ValueError("'find' needs mode 'create_or_update' and 'key_field' (the record field it searches by)")
         return self
 
 
@@ -532,6 +560,15 @@ class RestSystemConfig(_Strict):
     @classmethod
     def _health_path_shape(cls, value: str | None) -> str | None:
         return None if value is None else _check_path(value)
+
+    def write_key_field(self, entity: str) -> str | None:
+        """`key_field` of an entity the writer can find by it (`find:` set), for `WriteKeys`.
+
+        An `upsert` entity is left out: its writes address the record by key already, so
+        writing twice is an update and needs no identity claim."""
+        spec = self.entities.get(entity)
+        write = spec.write if spec is not None else None
+        return write.key_field if write is not None and write.find is not None else None
 
     @model_validator(mode="after")
     def _pool_fits_concurrency(self) -> RestSystemConfig:

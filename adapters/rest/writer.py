@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -120,6 +120,56 @@ class RestWriter:
 
     def close(self) -> None:
         self._lanes.close()
+
+    def find_by_key(self, entity: str, records: Sequence[dict[str, Any]]) -> list[str | None]:
+        """The target ids of records already there under their `key_field` value, by the entity's
+        `find:` request, one GET per record (`KeyFinder`). A failed request raises TransientError:
+        the caller must not create a record it could not look for."""
+        spec = self.config.entities.get(entity)
+        write = spec.write if spec is not None else None
+        if write is None or write.find is None or not write.key_field:
+            return [None for _ in records]
+        find, key_field = write.find, write.key_field
+        found: list[str | None] = []
+        for record in records:
+            value = dig(record, key_field)
+            if value is None or value == "":
+                found.append(None)
+                continue
+            path = f"{find.path}?{urlencode({find.param: str(value)})}"
+            body = self._get_json(path)
+            rows = dig(body, find.records_path) if find.records_path else body
+            if not isinstance(rows, list):
+                raise TransientError(
+                    f"GET {find.path}: no list at {find.records_path or 'the body'!r}", system=self.system
+                )
+            first = next((row for row in rows if isinstance(row, dict)), None)
+            target = dig(first, find.id_path) if first is not None else None
+            found.append(None if target is None or isinstance(target, dict | list) else str(target))
+        return found
+
+    def _get_json(self, path: str) -> Any:
+        what = f"GET {path.split('?', 1)[0]}"
+        try:
+            if self.budget is not None:
+                self.budget.acquire()
+            headers = {"Accept": "application/json", **self.credentials.headers()}
+            response = send_direct(
+                self.session, "GET", self.config.base_url + path, None, headers, self.config.timeout_s
+            )
+        except DeliveryError as exc:
+            raise TransientError(f"{what} not sent: {exc}", system=self.system, status=exc.status) from None
+        except requests.RequestException as exc:
+            raise TransientError(f"{what} failed: {self.scrubber.describe(exc)}", system=self.system) from None
+        if response.status_code >= 300:
+            text = self.scrubber.excerpt(response_text(response))
+            raise TransientError(
+                f"{what} → {response.status_code}: {text}", system=self.system, status=response.status_code
+            )
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise TransientError(f"{what}: the answer is not JSON", system=self.system) from None
 
     def _prepare(self, request: WriteRequest) -> _Prepared | WriteResult:
         entity = self.config.entities.get(request.entity)

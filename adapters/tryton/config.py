@@ -208,3 +208,8 @@ class TrytonSystemConfig(_Strict):
         spec = self.entities[entity]
         assert spec.model is not None
         return spec.model
+
+    def write_key_field(self, entity: str) -> str | None:
+        """`key_field` of the entity's write settings: the writer finds records by it (`WriteKeys`)."""
+        spec = self.entities.get(entity)
+        return spec.write.key_field if spec is not None and spec.write is not None else None

@@ -118,6 +118,17 @@ class TrytonWriter:
     def close(self) -> None:
         """Nothing of its own to release: the RPC session belongs to the adapter."""
 
+    def find_by_key(self, entity: str, records: Sequence[dict[str, Any]]) -> list[str | None]:
+        """The ids of existing records with the same `key_field` value (inactive ones included),
+        in one search (`KeyFinder`); the oldest record when Tryton holds several."""
+        spec = self.config.entities.get(entity)
+        write = spec.write if spec is not None else None
+        if write is None or not write.key_field:
+            return [None for _ in records]
+        items = [_Item(i, WriteRequest(entity, record, ""), "") for i, record in enumerate(records)]
+        self._find_by_key(self.config.model_of(entity), write, items)
+        return [str(item.target) if item.target is not None else None for item in items]
+
     # -- one chunk -----------------------------------------------------------------------------
 
     def _write_chunk(self, entity: str, items: list[_Item], created: dict[str, int]) -> None:

@@ -13,6 +13,8 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
        → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines
   PUT  /api/sales-orders/{id} → 200 (status is the ERP's own and cannot be written)
   GET  /api/accounts/{id}, /api/sales-orders/{id}
+  GET  /api/accounts?external_ref=X, /api/sales-orders?external_ref=X
+       → {"items": [records with that external_ref, oldest first]} (how a writer finds a record by key)
   GET  /api/order-status?changed_since=ISO&offset=N&limit=M
        → {"items": [{"order_id", "external_ref", "status", "changed_at", "version"}], "total": N}
        sorted by (changed_at, order_id); changed_at >= changed_since; limit 1..1000 (default 100)
@@ -172,12 +174,22 @@ class SampleErp(SampleService):
             kind = parts[2]
             if len(parts) == 3 and method == "POST":
                 return self._write(request, kind, None)
+            if len(parts) == 3 and method == "GET":
+                return self._find(kind, request.query.get("external_ref"))
             if len(parts) == 4 and method == "PUT":
                 return self._write(request, kind, parts[3])
             if len(parts) == 4 and method == "GET":
                 found = self.account(parts[3]) if kind == "accounts" else self.sales_order(parts[3])
                 return Response(200, found) if found else error(404, f"unknown {kind[:-1]} {parts[3]!r}")
         return error(404, f"no route for {method} {path}")
+
+    def _find(self, kind: str, external_ref: str | None) -> Response:
+        if not external_ref:
+            return error(400, "give ?external_ref=")
+        with self.lock:
+            rows = self.accounts if kind == "accounts" else self.orders
+            items = [dict(r) for _, r in sorted(rows.items()) if r.get("external_ref") == external_ref]
+        return Response(200, {"items": items})
 
     def _injected_failure(self) -> Response | None:
         with self.lock:

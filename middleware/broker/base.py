@@ -36,6 +36,9 @@ H_ATTEMPTS = "x-isthmus-attempts"
 H_ROUTE = "x-isthmus-route"
 H_ORIGINAL_QUEUE = "x-isthmus-original-queue"
 H_DEAD_LETTERED_AT = "x-isthmus-dead-lettered-at"
+# Where a re-emitted message came from (reconcile heal, replay). Not x-isthmus-*: `dlq replay`
+# strips those, provenance must survive it. A route never skips such a message as duplicate_path.
+H_ORIGIN = "isthmus-origin"
 # The record a message is about ("system:entity:record_id"): brokers that shard a route keep
 # every message with one key on one shard, so changes to one record are applied in order.
 H_RECORD_KEY = "x-isthmus-key"

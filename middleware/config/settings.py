@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from middleware.adapter import Capability, adapter_types, load_adapter_class
+from middleware.adapter import Capability, WriteKeys, adapter_types, load_adapter_class
 from middleware.broker.base import QueueOptions
 from middleware.broker.topics import topic_matches
 from middleware.config.envrefs import resolve_env_refs
@@ -56,11 +56,40 @@ class TargetSpec(Strict):
         description="With `flow`: the messages are this signal of the flow (e.g. approval), resuming the run "
         "that waits for it, instead of starting runs.",
     )
-    key: str | list[str] | None = Field(
+    key: list[str] | None = Field(
         default=None,
-        description="Target field(s) that identify the record (its business key, e.g. reference or code): "
-        "writers of the same target entity that share it find one record instead of creating two.",
+        description="Business key: the mapped record's field(s) that identify the target record (e.g. "
+        "reference), whatever route, path or worker writes it. Creating such a record claims its identity in "
+        "the state store first, so it is created once; other writers update it. Default: the field the "
+        "target adapter finds records by (Tryton `key_field`, REST `key_field` with `find:`), else none. "
+        "[] turns it off.",
     )
+    claim_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long an identity claim without a target id holds off other writers before one of "
+        "them takes it over (finding the record by key first): longer than one batch's writes take.",
+    )
+    # Set by load_config from the target adapter's declaration when `key` is not given.
+    _default_key: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_or_more_fields(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("key")
+    @classmethod
+    def _field_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", name):
+                raise ValueError(f"{name!r} is not a field name (or dotted path) of the mapped record")
+        return value
+
+    @property
+    def key_fields(self) -> list[str]:
+        """The business key in effect: the route's own `key`, else the adapter's key field, else none."""
+        return list(self.key) if self.key is not None else list(self._default_key)
 
     @model_validator(mode="after")
     def _system_or_flow(self) -> TargetSpec:
@@ -74,6 +103,8 @@ class TargetSpec(Strict):
             raise ValueError("'signal:' needs 'flow:'")
         elif not self.system or not self.entity:
             raise ValueError("a route target needs 'system:' and 'entity:' (or 'flow:')")
+        if self.flow is not None and self.key:
+            raise ValueError("'key:' names the target record's business key; a flow target has none")
         return self
 
 
@@ -138,9 +169,7 @@ class RouteConfig(Strict):
         return self
 
     def queue_options(self) -> QueueOptions:
-        return QueueOptions(
-            shards=self.shards, retry_delays_s=self.retry.schedule(), max_length=self.max_queue_length
-        )
+        return QueueOptions(shards=self.shards, retry_delays_s=self.retry.schedule(), max_length=self.max_queue_length)
 
     @field_validator("on")
     @classmethod
@@ -622,6 +651,7 @@ def _cross_check(
             system_problem(("routes", i, "to", "system"), route.to.system)
             if not capability_problem(("routes", i, "to", "system"), route.to.system, "write", "a route's target"):
                 entity_problem(("routes", i, "to", "entity"), route.to.system, route.to.entity, "write")
+                _check_target_key(route, i, systems, doc, problems)
         if route.from_system:
             system_problem(("routes", i, "from_system"), route.from_system)
     for i, source in enumerate(model.sources):
@@ -672,6 +702,39 @@ def _check_webhooks(
             continue
         for entity in dict.fromkeys(entity for entity, _path in fetching):
             entity_problem((*where, "entity"), endpoint.system, entity, "read")
+
+
+def _check_target_key(
+    route: RouteConfig, i: int, systems: dict[str, tuple[str, BaseModel]], doc: YamlDocument, problems: list[Problem]
+) -> None:
+    """Sets the route's default business key from the target adapter's declaration (`WriteKeys`),
+    and refuses a `key:` on a target that cannot find records by key: a claim left by a killed
+    worker could then only be recovered by creating the record a second time."""
+    to = route.to
+    if to.system not in systems:
+        return
+    system_type, system_config = systems[to.system]
+    declared = system_config.write_key_field(to.entity) if isinstance(system_config, WriteKeys) else None
+    if to.key is None:
+        to._default_key = [declared] if declared else []
+        return
+    if to.key and declared is None:
+        hint = (
+            f"set systems.{to.system}.entities.{to.entity}.write.key_field and write.find (how to search by key)"
+            if system_type == "rest"
+            else f"set systems.{to.system}.entities.{to.entity}.write.key_field"
+            if system_type == "tryton"
+            else f"the {system_type} adapter cannot find records by key: remove 'key:'"
+        )
+        problems.append(
+            Problem(
+                f"route {route.name!r} keys {to.system} {to.entity} by {', '.join(to.key)}, but the {system_type} "
+                f"adapter cannot find {to.entity} records by key (needed to recover a claim a killed worker left)",
+                doc.locate(("routes", i, "to", "key")),
+                f"routes[{i}].to.key",
+                hint,
+            )
+        )
 
 
 def _check_reconcile(
@@ -755,8 +818,35 @@ def _check_route_mappings(loaded: LoadedConfig, doc: YamlDocument) -> list[Probl
                     )
                 )
     if not problems:
+        problems.extend(_check_key_is_mapped(loaded, doc, mapping_set))
+    if not problems:
         for check in feature_checks():
             problems.extend(check(loaded, doc, mapping_set))
+    return problems
+
+
+def _check_key_is_mapped(loaded: LoadedConfig, doc: YamlDocument, mapping_set: Any) -> list[Problem]:
+    """A route's own `key:` names fields its last mapping writes: a record without its key could
+    not be claimed, and would be created by every path that writes it."""
+    problems: list[Problem] = []
+    for i, route in enumerate(loaded.model.routes):
+        if not route.to.key or not route.mappings:
+            continue
+        last = mapping_set[route.mappings[-1]]
+        fields = last.doc.data.get("fields") if last.doc is not None and isinstance(last.doc.data, dict) else None
+        if not isinstance(fields, dict):
+            continue
+        for j, name in enumerate(route.to.key):
+            if name not in fields and name.split(".", 1)[0] not in fields:
+                where: tuple[str | int, ...] = ("routes", i, "to", "key")
+                problems.append(
+                    Problem(
+                        f"route {route.name!r} keys its target by {name!r}, which mapping {last.id!r} does not write",
+                        doc.locate((*where, j) if len(route.to.key) > 1 else where),
+                        f"routes[{i}].to.key",
+                        f"map {name!r} in {last.location('fields')}, or key by one of: {', '.join(sorted(fields))}",
+                    )
+                )
     return problems
 
 

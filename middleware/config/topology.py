@@ -58,7 +58,7 @@ def check_route_topology(
     for (system, entity), found in writers.items():
         if len(found) < 2 or upsert_key(system, entity):
             continue
-        keys = {_key(route.to.key) for _, route in found}
+        keys = {_key(route.to.key_fields or None) for _, route in found}
         if len(keys) == 1 and () not in keys:
             continue
         names = ", ".join(repr(route.name) for _, route in found)

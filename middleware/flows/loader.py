@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from middleware.adapter import load_adapter_class, operations_of
+from middleware.adapter import WriteKeys, load_adapter_class, operations_of
 from middleware.errors import ConfigError, Problem, SourceLocation
 from middleware.mapping import MappingSet, compile_document, entity_model
 from middleware.mapping.conditions import compile_condition, key_text
@@ -334,7 +334,8 @@ class _FlowCompiler:
             create = self.record(spec.create, (*path, "create"), label) if spec.create is not None else None
             if xref is None:
                 return None
-            return Ensure(Target(spec.target.system, spec.target.entity), xref, create)
+            key = self.write_key(spec.target.system, spec.target.entity)
+            return Ensure(Target(spec.target.system, spec.target.entity), xref, create, key)
         if kind == "write":
             self.check_target(spec.target.system, spec.target.entity, (*path, "target"))
             xref = self.xref(spec.xref, (*path, "xref")) if spec.xref is not None else None
@@ -491,6 +492,12 @@ class _FlowCompiler:
                 (*path, "entity"),
                 f"add systems.{system}.entities.{entity}.write",
             )
+
+    def write_key(self, system: str, entity: str) -> tuple[str, ...]:
+        """The field the target's adapter finds records by (`WriteKeys`): an `ensure` creates under it."""
+        config = self.systems[system][1] if system in self.systems else None
+        field = config.write_key_field(entity) if isinstance(config, WriteKeys) else None
+        return (field,) if field else ()
 
     def check_operation(self, system: str, operation: str, path: YamlPath) -> None:
         if system not in self.systems:

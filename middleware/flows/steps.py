@@ -4,7 +4,10 @@ Built-ins (their settings are checked by `middleware.flows.spec`):
 
 * `ensure` — the record stands in the target system: its id through the cross-reference, or
   created from `create:` (and linked) when the xref knows none; without `create:` it waits
-  (transient) for another route to sync it.
+  (transient) for another route to sync it. When the target finds records by a key field
+  (Tryton `key_field`, REST `find:`), creating goes through the identity claim routes use
+  (`middleware.runtime.identity`): a record a route or another run created under the same key
+  is linked, not created twice.
 * `write` — write a record built by mappings or inline fields through the target system's
   writer (update when the xref knows the target id, else create), and link the xref.
 * `call` — an operation of an adapter that declares the `call` capability (a
@@ -37,7 +40,8 @@ from middleware.mapping import to_json_ready
 from middleware.mapping.conditions import key_text
 from middleware.mapping.paths import Getter
 from middleware.message import Envelope, Source
-from middleware.store.base import RecordRef
+from middleware.runtime.identity import IdentityHeldError, TargetIdentities
+from middleware.store.base import IdentityWrite, RecordRef
 
 from .model import FlowFailure, Predicate, RecordBuilder, StepRun, Template, Wait
 
@@ -104,11 +108,16 @@ def _built(builder: RecordBuilder, step: StepRun) -> dict[str, Any]:
     return record
 
 
+ENSURE_CLAIM_LEASE_S = 60.0  # one record's create by a step takes far less
+
+
 @dataclass
 class Ensure:
     target: Target
     xref: XrefRef
     create: RecordBuilder | None
+    key: tuple[str, ...] = ()  # the target's business key field(s); () = no identity claim
+    claim_lease_s: float = ENSURE_CLAIM_LEASE_S
 
     def run(self, step: StepRun) -> dict[str, Any]:
         ref = self.xref.ref(step)
@@ -124,13 +133,63 @@ class Ensure:
                 record_id=ref.id,
                 to_system=self.target.system,
             )
-        result = _write_one(step, self.target, _built(self.create, step), None)
+        record = _built(self.create, step)
+        if self.key:
+            return self._claimed_create(step, ref, record)
+        result = _write_one(step, self.target, record, None)
         if not result.target_id:
             raise PermanentError(
                 f"{self.target.system} did not say which {self.target.entity} it created", system=self.target.system
             )
         step.store.link(ref, RecordRef(self.target.system, self.target.entity, str(result.target_id)))
         return {"id": str(result.target_id), "created": True}
+
+    def _claimed_create(self, step: StepRun, ref: RecordRef, record: dict[str, Any]) -> dict[str, Any]:
+        """Find-or-create under the record's identity claim: link what another writer created (or
+        what a killed one left, found by key), else create, link the claim and the xref together.
+
+        After a SIGKILL between the create and the link, the step runs again (the run's progress
+        was not saved): it waits for the claim's lease, finds the record by key and links it."""
+        system, entity = self.target.system, self.target.entity
+        identities = TargetIdentities(
+            step.store,
+            step.adapter(system).writer(),
+            system,
+            entity,
+            self.key,
+            lease_s=self.claim_lease_s,
+            owner=f"flow:{step.flow}",
+        )
+        request = WriteRequest(entity, record, step.idempotency_key, None, step.correlation_id)
+        claims = identities.claim([request], [ref])
+        if 0 in claims.held:  # a flow retry spends an attempt: come back when the lease is over at the latest
+            held = claims.held[0]
+            raise IdentityHeldError(
+                str(held), system=system, retry_after=max(held.retry_after or 0.0, held.lease_left_s)
+            )
+        if 0 in claims.failed:
+            raise claims.failed[0]
+        identity = claims.identities.get(0)
+        done = f"flow:{step.flow}"
+        if request.target_id is not None:  # linked by another writer, or found by key
+            target = RecordRef(system, entity, request.target_id)
+            linked = [(identity, request.target_id)] if identity is not None else []
+            step.store.mark_applied(done, [], [(ref, target)], identity=IdentityWrite(claims.claimant, linked))
+            return {"id": request.target_id, "created": False}
+        try:
+            result = _write_one(step, self.target, record, None)
+            if not result.target_id:
+                raise PermanentError(f"{system} did not say which {entity} it created", system=system)
+        except BaseException:
+            if identity is not None:
+                step.store.mark_applied(done, [], identity=IdentityWrite(claims.claimant, expired=[identity]))
+            raise
+        target_id = str(result.target_id)
+        linked = [(identity, target_id)] if identity is not None else []
+        step.store.mark_applied(
+            done, [], [(ref, RecordRef(system, entity, target_id))], identity=IdentityWrite(claims.claimant, linked)
+        )
+        return {"id": target_id, "created": True}
 
 
 @dataclass

@@ -41,7 +41,8 @@ MESSAGES_PRODUCED = Counter(
 )
 MESSAGES_SKIPPED = Counter(
     "isthmus_messages_skipped_total",
-    "Messages acked without an effect (duplicate, filtered, stale; two-way: echo, unchanged, conflict).",
+    "Messages acked without an effect (duplicate, duplicate_path, filtered, stale; two-way: echo, unchanged, "
+    "conflict).",
     ["route", "reason"],
 )
 MESSAGES_FAILED = Counter(

@@ -63,7 +63,7 @@ from typing import Any, Literal
 import structlog
 
 from middleware.adapter import Adapter, Reader, SourceRecord, Writer, WriteRequest, read_record, stored_form
-from middleware.broker.base import H_ERROR, H_ERROR_CLASS, Broker, OutgoingMessage, dlq_name
+from middleware.broker.base import H_ERROR, H_ERROR_CLASS, H_ORIGIN, Broker, OutgoingMessage, dlq_name
 from middleware.config import Feed, LoadedConfig, ReconcileConfig, RouteConfig, feeds, feeds_of, route_consumes
 from middleware.errors import ConfigError, IsthmusError, Problem
 from middleware.mapping.patterns import glob_matches
@@ -71,13 +71,13 @@ from middleware.message import Envelope, Source, utc_now
 from middleware.problems import did_you_mean
 from middleware.reconcile.diff import FieldDiff, compare, normalise
 from middleware.runtime.chains import build_route_mapper
-from middleware.store.base import RecordRef, Store
+from middleware.runtime.identity import business_key
+from middleware.store.base import IdentityWrite, RecordRef, Store, TargetIdentity
 
 log = structlog.get_logger("isthmus.reconcile")
 
 Kind = Literal["missing", "different", "orphaned", "unmappable"]
 KINDS: tuple[Kind, ...] = ("missing", "different", "orphaned", "unmappable")
-H_ORIGIN = "isthmus-origin"  # not x-isthmus-*: `dlq replay` strips those, provenance must survive it
 MapFunction = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
@@ -565,7 +565,9 @@ def recreate_targets(
     it) and fail; the store has no unlink. So these few writes go straight through the
     route's writer without a target id (it creates, or finds the record by its key field), and
     the new link, applied key and change time are recorded in one transaction, as the route
-    records its own writes. Failures are returned, not retried: the next heal tries again.
+    records its own writes; a route keyed by a business key has its identity claim re-pointed
+    at the new record in the same transaction (else other writers would update the deleted one).
+    Failures are returned, not retried: the next heal tries again.
     """
     feed, to = plan.feed, plan.route.to
     requests: list[WriteRequest] = []
@@ -589,7 +591,13 @@ def recreate_targets(
         source_ref = RecordRef(feed.system, feed.entity, source_id)
         target_ref = RecordRef(to.system, to.entity, str(outcome.target_id))
         versions = {envelope.record_key: envelope.occurred_at.timestamp()} if plan.route.skip_stale else None
-        store.mark_applied(plan.name, [request.key], [(source_ref, target_ref)], versions)
+        key = business_key(request.record, to.key_fields) if to.key_fields else None
+        identity = (
+            IdentityWrite(f"{origin}-{run_id}", linked=[(TargetIdentity(to.system, to.entity, key), target_ref.id)])
+            if key is not None
+            else None
+        )
+        store.mark_applied(plan.name, [request.key], [(source_ref, target_ref)], versions, identity=identity)
         recreated[source_id] = str(outcome.target_id)
     return recreated, failed
 

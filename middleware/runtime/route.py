@@ -13,6 +13,10 @@ failure becomes a delayed retry until the route's `max_attempts`, everything els
 the dead-letter queue with its reason, and a message is acked only after its effect was
 written to the target and its key recorded as applied.
 
+A route whose target has a business key creates each target record once, whatever route, path
+or process writes it (claim → create → link, `middleware.runtime.identity`), and skips a change
+of a source record that a second path brings again with the same content (`duplicate_path`).
+
 A route with `two_way:` hands its messages to `middleware.sync.twoway.TwoWaySync`, which decides what
 to write (nothing for an echo of our own write, only the changed fields otherwise, a conflict's
 winner) and what to send back to the source system as a correction; the writing, acking,
@@ -38,6 +42,7 @@ from middleware.broker.base import (
     H_ERROR,
     H_ERROR_CLASS,
     H_MAPPING,
+    H_ORIGIN,
     H_ORIGINAL_QUEUE,
     H_ROUTE,
     Broker,
@@ -68,8 +73,9 @@ from middleware.observability import (
     PROCESSING_SECONDS,
     ROUTE_INFO,
 )
+from middleware.runtime.identity import ClaimBatch, IdentityHeldError, TargetIdentities, content_hash
 from middleware.runtime.retry import backoff_delay
-from middleware.store.base import RecordRef, Store, SyncWrite
+from middleware.store.base import IdentityWrite, PathFingerprint, RecordRef, Store, SyncWrite, TargetIdentity
 from middleware.sync.twoway import CONTROL_TYPES, DEFER_S, Finished, TwoWayBatch, TwoWaySync
 
 if TYPE_CHECKING:
@@ -111,6 +117,23 @@ class _Pending:
     delivery: Delivery
     envelope: Envelope
     request: WriteRequest
+    identity: TargetIdentity | None = None  # the target record's identity, when the route keys it
+    fingerprint: str | None = None  # content hash of the mapped record (duplicate_path)
+
+
+@dataclass
+class _IdentityBook:
+    """The batch's identity bookkeeping, committed with `mark_applied` (see `IdentityWrite`)."""
+
+    claims: ClaimBatch | None = None
+    linked: list[tuple[TargetIdentity, str]] = field(default_factory=list)
+    expired: list[TargetIdentity] = field(default_factory=list)
+    fingerprints: list[PathFingerprint] = field(default_factory=list)
+
+    def write(self) -> IdentityWrite | None:
+        claimant = self.claims.claimant if self.claims is not None else ""
+        found = IdentityWrite(claimant, self.linked, self.expired, self.fingerprints)
+        return found if found else None
 
 
 class RouteProcessor:
@@ -149,6 +172,7 @@ class RouteProcessor:
             "stale": MESSAGES_SKIPPED.labels(config.name, "stale"),
             "unchanged": MESSAGES_SKIPPED.labels(config.name, "unchanged"),
             "locked": MESSAGES_SKIPPED.labels(config.name, "locked"),
+            "duplicate_path": MESSAGES_SKIPPED.labels(config.name, "duplicate_path"),
             "last": LAST_SUCCESS.labels(config.name),
         }
         ROUTE_INFO.labels(config.name, config.from_system or "", config.to.system, config.to.entity).set(1)
@@ -156,6 +180,17 @@ class RouteProcessor:
         self.two_way: TwoWaySync | None = None
         if config.two_way is not None:
             self.two_way = self._two_way(mapping)
+        self.identities: TargetIdentities | None = None
+        if config.to.key_fields and config.to.flow is None and self.two_way is None:
+            self.identities = TargetIdentities(
+                store,
+                writer,
+                config.to.system,
+                config.to.entity,
+                config.to.key_fields,
+                lease_s=config.to.claim_lease_s,
+                owner=config.name,
+            )
 
     def _two_way(self, mapping: CompiledMapping | MappingChain | None) -> TwoWaySync:
         """The route's two-way engine; it maps with its own split of the chain (source → canonical,
@@ -280,6 +315,11 @@ class RouteProcessor:
         applied_keys: list[str] = list(skipped_keys)
         links: list[tuple[RecordRef, RecordRef]] = []
         versions: dict[str, float] = {}
+        book = _IdentityBook()
+        pending = self._skip_duplicate_paths(pending, to_ack, applied_keys, versions, outcome)
+        pending = self._claim_targets(pending, book, moves, outcome)
+        if book.claims is not None and book.claims.linked:  # another writer created them meanwhile:
+            pending = self._skip_duplicate_paths(pending, to_ack, applied_keys, versions, outcome)  # same content?
         plan: TwoWayBatch | None = None
         finished: Finished | None = None
         committed = False
@@ -307,11 +347,13 @@ class RouteProcessor:
                         self._unchanged(item.envelope, outcome)
                     else:
                         self._landed(item.envelope, now, outcome)
+                    self._identity_landed(item, result, book)
                 elif result.locked and self.config.on_locked != "dead_letter":
                     applied_keys.append(item.request.key)  # settled: a redelivery is not tried again
                     to_ack.append(item.delivery)
                     self._locked_skipped(item.envelope, result, outcome)
                 else:
+                    self._identity_failed(item, book)
                     moves.append(self._failed_write(item.delivery, item.envelope, result, outcome))
             sync: SyncWrite | None = None
             if plan is not None:
@@ -321,9 +363,15 @@ class RouteProcessor:
                 sync = finished.sync
             # What landed is recorded and acked before any failed message is moved: a broker error
             # while retrying or dead-lettering one message must not make the batch's effects repeat.
-            if applied_keys or links or versions or sync is not None:
+            identity = book.write()
+            if applied_keys or links or versions or sync is not None or identity is not None:
                 self.store.mark_applied(
-                    route, applied_keys, links, versions if self.config.skip_stale else None, sync=sync
+                    route,
+                    applied_keys,
+                    links,
+                    versions if self.config.skip_stale else None,
+                    sync=sync,
+                    identity=identity,
                 )
             committed = True
         finally:
@@ -343,6 +391,126 @@ class RouteProcessor:
             for _ in range(len(deliveries)):
                 self._metrics["seconds"].observe(per_message)
         return outcome
+
+    # ----- one source record, many paths; one target record, one identity (runtime/identity.py) -----
+    def _skip_duplicate_paths(
+        self,
+        pending: list[_Pending],
+        to_ack: list[Delivery],
+        applied_keys: list[str],
+        versions: dict[str, float],
+        outcome: BatchOutcome,
+    ) -> list[_Pending]:
+        """Skip a change whose mapped content equals what another path (another route, or another
+        message type: the poll after the webhook) last wrote to this target entity for the same
+        source record (`duplicate_path`). It counts as applied (key and version recorded), so its
+        redelivery is a plain `duplicate`. The same path writing the same content under a new
+        version still writes, as before; messages re-emitted on purpose (heal, replay:
+        `isthmus-origin`) always go through. The fingerprints land with the batch's
+        `mark_applied`: a SIGKILL before it leaves none, and the next arrival is written again
+        (an update of the same content, harmless)."""
+        to = self.config.to
+        if not pending or to.flow is not None:  # a flow keeps its own runs per business key
+            return pending
+        for item in pending:
+            item.fingerprint = content_hash(item.request.record)
+        candidates = [item for item in pending if H_ORIGIN not in item.delivery.headers]
+        last = self.store.path_fingerprints([self._source_ref(i.envelope) for i in candidates], to.system, to.entity)
+        kept: list[_Pending] = []
+        for item in pending:
+            source = self._source_ref(item.envelope)
+            path = self._path(item.envelope)
+            before = last.get(source)
+            if (
+                before is not None
+                and before.content_hash == item.fingerprint
+                and before.path != path
+                and H_ORIGIN not in item.delivery.headers
+            ):
+                self._metrics["duplicate_path"].inc()
+                outcome.skipped += 1
+                applied_keys.append(item.request.key)
+                record_key, changed = item.envelope.record_key, item.envelope.occurred_at.timestamp()
+                versions[record_key] = max(changed, versions.get(record_key, changed))
+                to_ack.append(item.delivery)
+                log.debug(
+                    "message_skipped",
+                    route=self.config.name,
+                    reason="duplicate_path",
+                    written_by=before.path,
+                    message_id=str(item.envelope.message_id),
+                    correlation_id=item.envelope.correlation_id,
+                    record=item.envelope.record_key,
+                )
+                continue
+            last[source] = PathFingerprint(source, to.system, to.entity, item.fingerprint or "", path)
+            kept.append(item)
+        return kept
+
+    def _path(self, envelope: Envelope) -> str:
+        return f"{self.config.name}:{envelope.type}"
+
+    def _claim_targets(
+        self, pending: list[_Pending], book: _IdentityBook, moves: list[Callable[[], None]], outcome: BatchOutcome
+    ) -> list[_Pending]:
+        """Claim the identities of the records this batch would create (see runtime/identity.py):
+        requests become updates of records another writer created, or wait for a writer that is
+        creating them (retried later without spending an attempt)."""
+        if self.identities is None or not pending:
+            return pending
+        claims = self.identities.claim([p.request for p in pending], [self._source_ref(p.envelope) for p in pending])
+        book.claims = claims
+        kept: list[_Pending] = []
+        for index, item in enumerate(pending):
+            item.identity = claims.identities.get(index)
+            if index in claims.held:
+                moves.append(partial(self._wait_for_claim, item.delivery, item.envelope, claims.held[index], outcome))
+            elif index in claims.failed:
+                if item.identity is not None and item.identity in claims.claimed:
+                    book.expired.append(item.identity)
+                moves.append(
+                    partial(self._retry_or_dead_letter, item.delivery, item.envelope, claims.failed[index], outcome)
+                )
+            else:
+                kept.append(item)
+        return kept
+
+    def _identity_landed(self, item: _Pending, result: WriteResult, book: _IdentityBook) -> None:
+        target_id = str(result.target_id) if result.target_id else item.request.target_id
+        if item.identity is not None and target_id:
+            book.linked.append((item.identity, target_id))
+        if item.fingerprint is not None:
+            to = self.config.to
+            book.fingerprints.append(
+                PathFingerprint(
+                    self._source_ref(item.envelope), to.system, to.entity, item.fingerprint, self._path(item.envelope)
+                )
+            )
+
+    def _identity_failed(self, item: _Pending, book: _IdentityBook) -> None:
+        """A failed create may still have landed: expire the claim so the retry finds it by key first."""
+        if item.identity is not None and book.claims is not None and item.identity in book.claims.claimed:
+            book.expired.append(item.identity)
+
+    def _wait_for_claim(
+        self, delivery: Delivery, envelope: Envelope, exc: IdentityHeldError, outcome: BatchOutcome
+    ) -> None:
+        """Another writer is creating this record: come back once it has linked it (or its lease ran
+        out). Not an attempt: the message did nothing wrong, and a claim always resolves by its lease."""
+        headers = dict(delivery.headers)
+        headers.update({H_ERROR_CLASS: type(exc).__name__, H_ERROR: _clip(str(exc))})
+        delay = exc.retry_after or 0.2
+        self.broker.retry_later(delivery, delivery.body, headers, delay)
+        self._metrics["retried"].inc()
+        outcome.retried += 1
+        log.info(
+            "message_waiting_for_claim",
+            route=self.config.name,
+            message_id=str(envelope.message_id),
+            correlation_id=envelope.correlation_id,
+            delay_s=round(delay, 3),
+            error=_clip(str(exc)),
+        )
 
     def _landed(self, envelope: Envelope, now: datetime, outcome: BatchOutcome) -> None:
         # pipeline lag (intake → effect) is what Isthmus controls; end-to-end lag

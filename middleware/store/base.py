@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,74 @@ class SyncWrite:
     released_locks: Sequence[str] = ()
 
 
+@dataclass(frozen=True)
+class TargetIdentity:
+    """A target record by what identifies it in the business: (system, entity, business key).
+
+    E.g. ('tryton', 'sale', 'SO-5001'): every route, path (webhook, poll, replay, heal, flow
+    step) and worker process that writes this sale writes this identity, so the store can
+    let exactly one of them create it (see `Store.claim_identities`)."""
+
+    system: str
+    entity: str
+    key: str
+
+
+ClaimStatus = Literal["new", "recover", "linked", "held"]
+
+
+@dataclass(frozen=True)
+class IdentityClaim:
+    """What `claim_identities` answered for one identity.
+
+    * `new` — the claim is the caller's and no record was claimed before: create it;
+    * `recover` — the caller took over a claim left without a target id (its claimant died, or
+      its write failed): the record may exist in the target, so find it by key before creating;
+    * `linked` — the record exists (`target_id`): update it, never create it;
+    * `held` — another writer holds a live claim: wait for it, or retry later.
+    """
+
+    identity: TargetIdentity
+    status: ClaimStatus
+    target_id: str | None
+    claimant: str
+    claimed_at: float
+
+
+@dataclass(frozen=True)
+class PathFingerprint:
+    """What was last written to one target entity for one source record, and by which path.
+
+    `content_hash` is the hash of the mapped record; `path` is the route and message type that
+    wrote it (e.g. `deals_won:deal.won`). A message of another path (the poll after the webhook,
+    another route of the same record) that maps to the same content is skipped as
+    `duplicate_path`."""
+
+    source: RecordRef
+    target_system: str
+    target_entity: str
+    content_hash: str
+    path: str = ""
+
+
+@dataclass
+class IdentityWrite:
+    """Target-identity bookkeeping a batch commits together with its applied keys (`mark_applied`).
+
+    `linked`: identity → the target id its record has now (set on the claim, whoever held it);
+    `expired`: claims of `claimant` whose write failed, left unlinked but expired at once, so the
+    next claimant finds the record by key before creating (the failed write may have landed);
+    `fingerprints`: what was written per source record and target entity."""
+
+    claimant: str = ""
+    linked: Sequence[tuple[TargetIdentity, str]] = ()
+    expired: Sequence[TargetIdentity] = ()
+    fingerprints: Sequence[PathFingerprint] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.linked or self.expired or self.fingerprints)
+
+
 class Store(Protocol):
     url: str
 
@@ -118,12 +186,32 @@ class Store(Protocol):
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
         sync: SyncWrite | None = None,
+        identity: IdentityWrite | None = None,
     ) -> None:
         """Remember `keys` as applied on `route`, record `links` (as `link` does) and raise each
         record's latest version to at least `versions[record_key]` (never lowers it), in one
         transaction: a batch costs one durable commit, and everything it learned lands together.
         A two-way route adds its `sync` bookkeeping (echo stamps, pair states, conflicts,
-        released pair locks) to that same transaction."""
+        released pair locks) to that same transaction, and every route its `identity`
+        bookkeeping (claims linked to the records created, claims expired, path fingerprints)."""
+
+    # ----- target-record identity (middleware/runtime/identity.py) -----------------------------
+    def claim_identities(
+        self, identities: Sequence[TargetIdentity], claimant: str, lease_s: float
+    ) -> dict[TargetIdentity, IdentityClaim]:
+        """Claim each identity for `claimant`, atomically per identity, in one transaction.
+
+        A free identity is claimed (`new`); one whose claim has no target id and is expired
+        (older than `lease_s`) or is already `claimant`'s is taken over (`recover`); one with a
+        target id is answered `linked`; one under another claimant's live lease `held`. The
+        claim row is unique on (system, entity, key): two processes, or two hosts on
+        PostgreSQL, racing for one identity get `new` exactly once."""
+
+    def path_fingerprints(
+        self, sources: Sequence[RecordRef], target_system: str, target_entity: str
+    ) -> dict[RecordRef, PathFingerprint]:
+        """What was last written to `target_system`/`target_entity` per source record; records never
+        written there are left out."""
 
     # ----- two-way sync (middleware/sync/twoway.py) ------------------------------------------------
     def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:

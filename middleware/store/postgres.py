@@ -22,10 +22,22 @@ import psycopg
 from psycopg import sql
 
 from middleware.redact import redact_url as redact
-from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
+from middleware.store.base import (
+    ConflictRecord,
+    EchoStamp,
+    FlowRunRecord,
+    IdentityClaim,
+    IdentityWrite,
+    PathFingerprint,
+    RecordRef,
+    SyncWrite,
+    TargetIdentity,
+)
 from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
 from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.flowsql import save_flow_run_statement
+from middleware.store.identitysql import IdentitySql
+from middleware.store.identitysql import ddl as identity_ddl
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
@@ -77,6 +89,7 @@ _DDL = [
 
 _LINK_SQL = link_statements("%s")
 _SYNC_SQL = SyncSql("%s")
+_IDENTITY_SQL = IdentitySql("%s")
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -157,7 +170,7 @@ class PostgresStore:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
         if self.schema:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-        for statement in [*_DDL, *ddl("DOUBLE PRECISION")]:
+        for statement in [*_DDL, *ddl("DOUBLE PRECISION"), *identity_ddl("DOUBLE PRECISION")]:
             conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
 
     # ----- xref -----------------------------------------------------------------------
@@ -242,8 +255,9 @@ class PostgresStore:
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
         sync: SyncWrite | None = None,
+        identity: IdentityWrite | None = None,
     ) -> None:
-        if not keys and not links and not versions and sync_is_empty(sync):
+        if not keys and not links and not versions and sync_is_empty(sync) and not identity:
             return
         # Sorted: concurrent batches then take index locks in the same order and cannot deadlock.
         ordered = sorted(set(keys))
@@ -268,8 +282,27 @@ class PostgresStore:
                 )
             if sync is not None:
                 _SYNC_SQL.write_sync(conn, sync, time.time())
+            if identity:
+                _IDENTITY_SQL.write(conn, identity, time.time())
 
         self._run(work)
+
+    # ----- target-record identity -----------------------------------------------------------
+    def claim_identities(
+        self, identities: Sequence[TargetIdentity], claimant: str, lease_s: float
+    ) -> dict[TargetIdentity, IdentityClaim]:
+        if not identities:
+            return {}
+        # Read committed: a concurrent insert of the same identity waits for the first claimant's
+        # commit, then finds its row; the take-over and the read see the latest committed row.
+        return self._run(lambda conn: _IDENTITY_SQL.claim(conn, identities, claimant, time.time(), lease_s))
+
+    def path_fingerprints(
+        self, sources: Sequence[RecordRef], target_system: str, target_entity: str
+    ) -> dict[RecordRef, PathFingerprint]:
+        if not sources:
+            return {}
+        return self._run(lambda conn: _IDENTITY_SQL.read_fingerprints(conn, sources, target_system, target_entity))
 
     # ----- two-way sync -----------------------------------------------------------------
     def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:

@@ -22,10 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from middleware.errors import DataFileError
-from middleware.store.base import ConflictRecord, EchoStamp, FlowRunRecord, RecordRef, SyncWrite
+from middleware.store.base import (
+    ConflictRecord,
+    EchoStamp,
+    FlowRunRecord,
+    IdentityClaim,
+    IdentityWrite,
+    PathFingerprint,
+    RecordRef,
+    SyncWrite,
+    TargetIdentity,
+)
 from middleware.store.flowsql import FLOW_RUN_SELECT as _FLOW_RUN_SELECT
 from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.flowsql import save_flow_run_statement
+from middleware.store.identitysql import IdentitySql
+from middleware.store.identitysql import ddl as identity_ddl
 from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
 
@@ -80,6 +92,7 @@ CREATE TABLE IF NOT EXISTS flow_signals (
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
 _LINK_SQL = link_statements("?")
 _SYNC_SQL = SyncSql("?")
+_IDENTITY_SQL = IdentitySql("?")
 _LOOKUP = (
     "SELECT dst_entity, dst_id FROM xref WHERE src_system = ? AND src_entity = ? AND src_id = ? AND dst_system = ?"
 )
@@ -139,7 +152,7 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            for statement in ddl("REAL"):
+            for statement in [*ddl("REAL"), *identity_ddl("REAL")]:
                 conn.execute(statement)
 
     @contextmanager
@@ -222,8 +235,9 @@ class SqliteStore:
         links: Sequence[tuple[RecordRef, RecordRef]] = (),
         versions: Mapping[str, float] | None = None,
         sync: SyncWrite | None = None,
+        identity: IdentityWrite | None = None,
     ) -> None:
-        if not keys and not links and not versions and sync_is_empty(sync):
+        if not keys and not links and not versions and sync_is_empty(sync) and not identity:
             return
         with self._write() as conn:
             for a, b in links:
@@ -236,6 +250,25 @@ class SqliteStore:
             )
             if sync is not None:
                 _SYNC_SQL.write_sync(conn, sync, time.time())
+            if identity:
+                _IDENTITY_SQL.write(conn, identity, time.time())
+
+    # ----- target-record identity -----------------------------------------------------------
+    def claim_identities(
+        self, identities: Sequence[TargetIdentity], claimant: str, lease_s: float
+    ) -> dict[TargetIdentity, IdentityClaim]:
+        if not identities:
+            return {}
+        with self._write() as conn:  # BEGIN IMMEDIATE: one claimant at a time across processes
+            return _IDENTITY_SQL.claim(conn, identities, claimant, time.time(), lease_s)
+
+    def path_fingerprints(
+        self, sources: Sequence[RecordRef], target_system: str, target_entity: str
+    ) -> dict[RecordRef, PathFingerprint]:
+        if not sources:
+            return {}
+        with self._lock:
+            return _IDENTITY_SQL.read_fingerprints(self._conn, sources, target_system, target_entity)
 
     # ----- two-way sync -----------------------------------------------------------------
     def echo_stamps(self, refs: Sequence[RecordRef]) -> dict[RecordRef, EchoStamp]:
