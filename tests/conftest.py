@@ -72,24 +72,15 @@ def amqp_url() -> Iterator[str]:
 def consistent_hash(amqp_url: str) -> None:
     """Sharded routes need RabbitMQ's consistent-hash exchange plugin (.ci/run enables it)."""
     import pika
-    import pika.exceptions
 
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?", 1)[0]))
-    try:
-        channel = connection.channel()
-        name = "isthmus.test.plugin-probe." + uuid.uuid4().hex[:8]
-        channel.exchange_declare(name, "x-consistent-hash", auto_delete=True)
-        channel.exchange_delete(name)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        reason = (
-            f"RabbitMQ at {amqp_url.split('@')[-1]} lacks the consistent-hash exchange ({exc.reply_text}); "
-            "run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`"
-        )
+    from middleware.broker.rabbitmq_plugins import consistent_hash_missing
+
+    missing = consistent_hash_missing(pika.URLParameters(amqp_url.split("?", 1)[0]))
+    if missing is not None:
+        reason = f"RabbitMQ at {amqp_url.split('@')[-1]} lacks the consistent-hash exchange: {missing}"
         if REQUIRE_SERVICES:
             pytest.fail(f"ISTHMUS_REQUIRE_SERVICES=1 and {reason}", pytrace=False)
         pytest.skip(reason)
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="session")

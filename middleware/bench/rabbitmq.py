@@ -27,6 +27,9 @@ declares them, publisher confirms) and measured in one run on one broker:
 * `worker_rss_growth_pct`: one worker process consumes a long run (100,000 messages, or
   1,000,000 with `--long`); its resident set after warm-up (10 % of the run applied) against
   at the end.
+* `rabbitmq_sharding`: "on", or "off: …" on a RabbitMQ without the consistent-hash exchange
+  plugin (a default install): the figures are then measured with unsharded routes, so the
+  two e2e workers share one active consumer, and the progress line says what to enable.
 
 The HTTP target is `LoopbackTarget`: a lean asyncio server answering the REST writer the way
 the sample ERP does (201 with an id on create, 200 on update, `Idempotency-Key` honoured),
@@ -922,6 +925,21 @@ def bench_worker_rss(amqp_url: str, events: int, publishers: int = 2, max_backlo
     }
 
 
+def rabbitmq_sharding(url: str) -> str:
+    """Whether the figures can use sharded routes, for the progress line and the JSON: "on"
+    when the broker has the consistent-hash exchange, else "off: <why>; measured with unsharded routes".
+
+    A default RabbitMQ lacks the plugin: the figures are then taken with `shards: 1`
+    (one active consumer per route) instead of failing."""
+    from middleware.broker.rabbitmq_plugins import consistent_hash_missing
+
+    try:
+        missing = consistent_hash_missing(pika_parameters(url))
+    except Exception as exc:  # pika's errors: the figures that follow report the broker's state
+        missing = f"could not ask the broker for the consistent-hash exchange ({type(exc).__name__}: {exc})"
+    if missing is None:
+        return "on"
+    return f"off: {missing}; measured with unsharded routes"
 
 
 def find_rabbitmq(url: str | None = None) -> tuple[str | None, str]:

@@ -112,8 +112,12 @@ async def post_all(port: int, requests: list[bytes], clients: int) -> dict[int, 
     return statuses
 
 
-def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumers: int = 1) -> dict[str, Any]:
-    """Events/s from the first POST to the last write landed (accepted and delivered)."""
+def bench_webhook_ingest(
+    amqp_url: str, events: int, clients: int = 64, consumers: int = 1, shards: int | None = None
+) -> dict[str, Any]:
+    """Events/s from the first POST to the last write landed (accepted and delivered).
+
+    `shards` defaults to what `consumers` need (`shards_for`); 1 on a broker without sharding."""
     tag = f"W{uuid.uuid4().hex[:6]}"
     secret = uuid.uuid4().hex
     port = free_port()
@@ -123,7 +127,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
         bench_run(
             amqp_url,
             target,
-            shards=shards_for(consumers),
+            shards=shards_for(consumers) if shards is None else shards,
             webhooks=webhooks_settings(port),
             env={SECRET_ENV: secret},
         ) as run,
