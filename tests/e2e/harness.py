@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 import yaml
 
+from middleware.demo.targets import expected_targets  # noqa: F401 - the e2e and SOAP tests import it from here
 from middleware.yamlsource import load_yaml_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,34 +56,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, inter
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def expected_targets(crm: Any) -> tuple[set[str], set[str]]:
-    """(customer numbers that must reach the ERP, won order numbers that must)."""
-    with crm.lock:
-        bad_customers = set(crm.bad_records["customers"])
-        bad_orders = set(crm.bad_records["orders"])
-        customers = {k for k in crm.customers.rows if k not in bad_customers}
-        orders = {
-            k
-            for k, o in crm.orders.rows.items()
-            if o["stage"] == "won" and k not in bad_orders and o["customer_no"] not in bad_customers
-        }
-    return customers, orders
-
-
-def delete_rabbit_queues(amqp_url: str, names: list[str], exchange: str | None = None) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?")[0]))
-    try:
-        channel = connection.channel()
-        for name in names:
-            for queue in (name, f"{name}.dlq", f"{name}.retry"):
-                channel.queue_delete(queue)
-        if exchange:
-            channel.exchange_delete(exchange)
-            channel.exchange_delete(f"{exchange}.unrouted")  # the alternate exchange the broker declares
-    finally:
-        connection.close()
 
 
 def customers_only_config(directory: Path, crm: Any, customers: int, broker: str) -> Path:
