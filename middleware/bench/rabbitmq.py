@@ -56,7 +56,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,7 @@ import pika.spec
 import yaml
 
 from middleware.bench.harness import free_port, percentile, step, wait_port
+from middleware.bench.workload import CUSTOMER_TYPE, bench_envelopes, idempotency_key
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -430,50 +430,6 @@ def bench_rabbitmq_raw(url: str, messages: int, body: bytes) -> dict[str, Any]:
 
 
 # ----- the product end to end ----------------------------------------------------------------
-CUSTOMER_TYPE = "customer.upserted"
-
-
-def customer_payload(i: int, tag: str) -> dict[str, Any]:
-    """A CRM customer record as the demo's customer chain expects it."""
-    return {
-        "customer_no": f"{tag}-{i}",
-        "company": f"Bench Customer {i}",
-        "email": f"buyer{i}@bench.example",
-        "tier": "silver",
-        "status": "active",
-        "billing": {"street": "Ring 1", "zip": "10115", "city": "Berlin", "country": "DE"},
-        "updated_at": "2026-11-24T10:00:00+08:00",
-        "version": 1,
-    }
-
-
-def idempotency_key(i: int, tag: str) -> str:
-    """What the route sends as `Idempotency-Key` for message `i` (see Envelope.idempotency_key)."""
-    return f"crm:customer:{tag}-{i}@1"
-
-
-def bench_envelopes(count: int, tag: str, first: int = 0) -> list[Any]:
-    """Envelopes for customers `first` .. `first + count - 1`, published as a CRM source would."""
-    from middleware.broker.base import OutgoingMessage
-    from middleware.message import Envelope, Source
-
-    now = datetime.now(UTC)
-    messages = []
-    for i in range(first, first + count):
-        envelope = Envelope(
-            type=CUSTOMER_TYPE,
-            source=Source(system="crm", entity="customer", record_id=f"{tag}-{i}", version="1"),
-            occurred_at=now,
-            payload=customer_payload(i, tag),
-        )
-        messages.append(
-            OutgoingMessage(
-                CUSTOMER_TYPE, envelope.to_bytes(), message_id=str(envelope.message_id), key=envelope.record_key
-            )
-        )
-    return messages
-
-
 @dataclass
 class RouteTopology:
     holding: list[str]  # the queues a route's messages wait in (itself, or its shards)

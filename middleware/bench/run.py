@@ -11,7 +11,6 @@ from typing import Any
 from middleware.bench.harness import step
 from middleware.bench.rabbitmq import (
     E2E_WORKERS,
-    bench_envelopes,
     bench_latency,
     bench_rabbitmq_e2e,
     bench_rabbitmq_raw,
@@ -21,6 +20,7 @@ from middleware.bench.rabbitmq import (
 )
 from middleware.bench.suite import bench_embedded_broker, bench_embedded_e2e, bench_mapping, bench_rest_writes
 from middleware.bench.webhook import bench_webhook_ingest
+from middleware.bench.workload import bench_envelopes
 
 RABBITMQ_STEPS = 5
 

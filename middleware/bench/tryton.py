@@ -21,11 +21,11 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from middleware.bench.harness import publish_in_background
+from middleware.bench.workload import bench_envelopes, customer_payload
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 200
@@ -55,15 +55,14 @@ routes:
 
 
 def _customer(tag: str, i: int) -> dict[str, Any]:
+    """The bench customer (customer_no `B<tag>-<i>`) with a name, e-mail and street of its own
+    per round, so each round's parties are told apart in Tryton."""
+    record = customer_payload(i, f"B{tag}")
     return {
-        "customer_no": f"B{tag}-{i}",
+        **record,
         "company": f"Bench Customer {tag} {i}",
         "email": f"buyer{i}@bench-{tag}.example",
-        "tier": "silver",
-        "status": "active",
-        "billing": {"street": f"Ring {i}", "zip": "10115", "city": "Berlin", "country": "DE"},
-        "updated_at": "2026-11-24T10:00:00+08:00",
-        "version": 1,
+        "billing": {**record["billing"], "street": f"Ring {i}"},
     }
 
 
@@ -118,9 +117,7 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
     import os
 
     from middleware.broker import open_broker
-    from middleware.broker.base import OutgoingMessage
     from middleware.config import load_config
-    from middleware.message import Envelope, Source
     from middleware.runtime.worker import Worker
 
     directory = workdir / f"sync-{tag}"
@@ -138,19 +135,7 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
     )
     os.environ["ISTHMUS_BENCH_TRYTON_PASSWORD"] = server.password
     config = load_config(path)
-    now = datetime.now(UTC)
-    messages = [
-        OutgoingMessage(
-            routing_key="customer.upserted",
-            body=Envelope(
-                type="customer.upserted",
-                source=Source(system="crm", entity="customer", record_id=f"B{tag}-{i}", version="1"),
-                occurred_at=now,
-                payload=_customer(tag, i),
-            ).to_bytes(),
-        )
-        for i in range(count)
-    ]
+    messages = bench_envelopes(count, f"B{tag}", payload=lambda i, _: _customer(tag, i))
     worker = Worker(config, run_sources=False, serve_health=False).start()
     publisher = open_broker(config.model.broker, base_dir=config.base_dir)
     try:

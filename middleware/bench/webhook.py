@@ -30,11 +30,11 @@ from middleware.bench.rabbitmq import (
     CpuMeter,
     LoopbackTarget,
     bench_run,
-    customer_payload,
     running_workers,
     shards_for,
     wait_landed,
 )
+from middleware.bench.workload import customer_payload
 
 WEBHOOK_PATH = "/webhooks/crm/customers"
 SECRET_ENV = "ISTHMUS_BENCH_WEBHOOK_SECRET"
