@@ -64,10 +64,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pika
 import pika.exceptions
 import pika.spec
-import yaml
 
+from middleware.bench.configs import ACCOUNT_WRITES, bench_config, customer_route, write_config
 from middleware.bench.harness import free_port, percentile, step, wait_port
-from middleware.bench.workload import CUSTOMER_TYPE, bench_envelopes, idempotency_key
+from middleware.bench.workload import bench_envelopes, idempotency_key
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -470,46 +470,24 @@ class BenchRun:
         return self.directory / "isthmus.yaml"
 
     def route_settings(self) -> dict[str, Any]:
-        route: dict[str, Any] = {
-            "name": self.route,
-            "on": [CUSTOMER_TYPE],
-            "mappings": ["crm_customer_to_canonical", "canonical_customer_to_erp"],
-            "to": {"system": "erp", "entity": "account"},
-            "batch_size": self.batch_size,
-        }
+        route = customer_route(self.route, "erp", "account", "canonical_customer_to_erp", self.batch_size)
         if self.shards > 1:
             route["shards"] = self.shards
         return route
 
     def write_config(self) -> Path:
-        account = {
-            "write": {
-                "mode": "create_or_update",
-                "create": {"method": "POST", "path": "/api/accounts"},
-                "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                "id_path": "id",
-            }
+        erp = {
+            "type": "rest",
+            "base_url": self.target_url,
+            "concurrency": self.concurrency,
+            "max_connections": self.concurrency,
+            "entities": {"account": ACCOUNT_WRITES},
         }
-        config: dict[str, Any] = {
-            "broker": self.broker_url,
-            "store": f"sqlite:///{self.directory / 'state.db'}",
-            "mappings": [str(REPO / "mappings")],
-            "observability": {"port": 0, "log_format": "json", "log_level": "warning"},
-            "systems": {
-                "erp": {
-                    "type": "rest",
-                    "base_url": self.target_url,
-                    "concurrency": self.concurrency,
-                    "max_connections": self.concurrency,
-                    "entities": {"account": account},
-                }
-            },
-            "routes": [self.route_settings()],
-        }
+        store = f"sqlite:///{self.directory / 'state.db'}"
+        config = bench_config(self.broker_url, store, {"erp": erp}, [self.route_settings()])
         if self.webhooks is not None:
             config["webhooks"] = self.webhooks
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        return self.config_path
+        return write_config(self.config_path, config)
 
     def topology(self) -> RouteTopology:
         """The route's queues and exchanges, as the broker names them."""

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from middleware.bench.configs import ACCOUNT_WRITES, bench_config, customer_route, write_config
 from middleware.bench.harness import REPO, publish_in_background, sample_erp_process
 from middleware.bench.workload import bench_envelopes
 
@@ -152,33 +153,6 @@ def bench_mapping(seconds: float) -> dict[str, float]:
     }
 
 
-E2E_CONFIG = """\
-broker: embedded://broker.db
-store: sqlite://state.db
-mappings: [{mappings}]
-observability: {{port: 0, log_format: json, log_level: warning}}
-systems:
-  erp:
-    type: rest
-    base_url: {erp_url}
-    concurrency: 8
-    max_connections: 32
-    entities:
-      account:
-        write:
-          mode: create_or_update
-          create: {{method: POST, path: /api/accounts}}
-          update: {{method: PUT, path: "/api/accounts/{{target_id}}"}}
-          id_path: id
-routes:
-  - name: bench_customers
-    on: [customer.upserted]
-    mappings: [crm_customer_to_canonical, canonical_customer_to_erp]
-    to: {{system: erp, entity: account}}
-    batch_size: 200
-"""
-
-
 def _erp_accounts(port: int) -> int:
     import requests
 
@@ -202,9 +176,17 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
     with sample_erp_process() as port:
         try:
             with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
-                config_path = Path(tmp) / "isthmus.yaml"
-                config_path.write_text(
-                    E2E_CONFIG.format(mappings=REPO / "mappings", erp_url=f"http://127.0.0.1:{port}"), encoding="utf-8"
+                erp = {
+                    "type": "rest",
+                    "base_url": f"http://127.0.0.1:{port}",
+                    "concurrency": 8,
+                    "max_connections": 32,
+                    "entities": {"account": ACCOUNT_WRITES},
+                }
+                customers = customer_route("bench_customers", "erp", "account", "canonical_customer_to_erp", 200)
+                config_path = write_config(
+                    Path(tmp) / "isthmus.yaml",
+                    bench_config("embedded://broker.db", "sqlite://state.db", {"erp": erp}, [customers]),
                 )
                 config = load_config(config_path)
                 messages = bench_envelopes(events, "B")
@@ -308,15 +290,8 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
 
     with sample_erp_process() as port:
         url = f"http://127.0.0.1:{port}"
-        account = {
-            "write": {
-                "mode": "create_or_update",
-                "create": {"method": "POST", "path": "/api/accounts"},
-                "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                "id_path": "id",
-            }
-        }
-        config = RestSystemConfig.model_validate({"base_url": url, "concurrency": 8, "entities": {"account": account}})
+        settings = {"base_url": url, "concurrency": 8, "entities": {"account": ACCOUNT_WRITES}}
+        config = RestSystemConfig.model_validate(settings)
         adapter = RestAdapter("erp", config)
         writer = adapter.writer()
         requests_ = [

@@ -24,34 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from middleware.bench.configs import bench_config, customer_route, write_config
 from middleware.bench.harness import publish_in_background
 from middleware.bench.workload import bench_envelopes, customer_payload
 
-REPO = Path(__file__).resolve().parents[2]
 BATCH = 200
-
-CONFIG = """\
-broker: embedded://broker.db
-store: sqlite://state.db
-mappings: [{mappings}]
-observability: {{port: 0, log_format: json, log_level: warning}}
-systems:
-  tryton:
-    type: tryton
-    url: {url}
-    database: {database}
-    username: {username}
-    password: ${{ISTHMUS_BENCH_TRYTON_PASSWORD}}
-    write_chunk: {batch}
-    entities:
-      party: {{write: {{key_field: code}}}}
-routes:
-  - name: bench_tryton_customers
-    on: [customer.upserted]
-    mappings: [crm_customer_to_canonical, canonical_customer_to_tryton_party]
-    to: {{system: tryton, entity: party}}
-    batch_size: {batch}
-"""
 
 
 def _customer(tag: str, i: int) -> dict[str, Any]:
@@ -122,22 +99,23 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
 
     directory = workdir / f"sync-{tag}"
     directory.mkdir()
-    path = directory / "isthmus.yaml"
-    path.write_text(
-        CONFIG.format(
-            mappings=REPO / "mappings",
-            url=server.url,
-            database=server.database,
-            username=server.username,
-            batch=BATCH,
-        ),
-        encoding="utf-8",
-    )
+    tryton = {
+        "type": "tryton",
+        "url": server.url,
+        "database": server.database,
+        "username": server.username,
+        "password": "${ISTHMUS_BENCH_TRYTON_PASSWORD}",
+        "write_chunk": BATCH,
+        "entities": {"party": {"write": {"key_field": "code"}}},
+    }
+    route = customer_route("bench_tryton_customers", "tryton", "party", "canonical_customer_to_tryton_party", BATCH)
+    config = bench_config("embedded://broker.db", "sqlite://state.db", {"tryton": tryton}, [route])
+    path = write_config(directory / "isthmus.yaml", config)
     os.environ["ISTHMUS_BENCH_TRYTON_PASSWORD"] = server.password
-    config = load_config(path)
+    loaded = load_config(path)
     messages = bench_envelopes(count, f"B{tag}", payload=lambda i, _: _customer(tag, i))
-    worker = Worker(config, run_sources=False, serve_health=False).start()
-    publisher = open_broker(config.model.broker, base_dir=config.base_dir)
+    worker = Worker(loaded, run_sources=False, serve_health=False).start()
+    publisher = open_broker(loaded.model.broker, base_dir=loaded.base_dir)
     try:
         stats = worker.stats["bench_tryton_customers"]
         started = time.perf_counter()
