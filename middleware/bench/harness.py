@@ -57,6 +57,19 @@ def wait_port(port: int, what: str = "the sample ERP", timeout_s: float = 30) ->
     raise RuntimeError(f"{what} did not start on port {port}")
 
 
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], grace_s: float = 30.0) -> None:
+    """SIGTERM every process (a worker drains its batch), wait up to `grace_s` for each, then
+    SIGKILL what is still running: a bench run never leaves a process behind."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 @contextmanager
 def sample_erp_process() -> Iterator[int]:
     """The sample ERP (status steps off) in a process of its own, so it does not share the

@@ -66,7 +66,7 @@ import pika.exceptions
 import pika.spec
 
 from middleware.bench.configs import ACCOUNT_WRITES, bench_config, customer_route, write_config
-from middleware.bench.harness import free_port, percentile, step, wait_port
+from middleware.bench.harness import free_port, percentile, step, stop_processes, wait_port
 from middleware.bench.workload import bench_envelopes, idempotency_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -589,14 +589,7 @@ def running_workers(run: BenchRun, count: int, *flags: str) -> Iterator[list[sub
         run.wait_consumers(count, workers)
         yield workers
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processes(workers)
 
 
 def publish_concurrently(

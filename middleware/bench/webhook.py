@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from typing import Any
 
-from middleware.bench.harness import free_port, step, wait_port
+from middleware.bench.harness import free_port, step, stop_processes, wait_port
 from middleware.bench.rabbitmq import (
     CpuMeter,
     LoopbackTarget,
@@ -148,12 +147,7 @@ def bench_webhook_ingest(
                 state = wait_landed(target, events, timeout_s=max(120.0, events / 100))
                 cpu = meter.stop("webhook_ingest")
             finally:
-                receiver.terminate()
-                try:
-                    receiver.wait(30)
-                except subprocess.TimeoutExpired:
-                    receiver.kill()
-                    receiver.wait(10)
+                stop_processes([receiver])
         elapsed = (state["last_landed_at"] or time.monotonic()) - started
         if state["landed"] < events:
             step(f"   webhook ingest: only {state['landed']} of {events} events landed; statuses {statuses}")
