@@ -154,13 +154,19 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietKeepAliveHandler(BaseHTTPRequestHandler):
+    """What a loopback server answering thousands of requests a second needs: HTTP/1.1 kept
+    alive, no Nagle delay on small answers, and no line on stderr per request."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silent: the pipeline sends thousands of requests a second."""
+
+
+class _Handler(QuietKeepAliveHandler):
+    server: _Server
 
     def _serve(self) -> None:
         path, _, raw_query = self.path.partition("?")
