@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from urllib.parse import urlparse
 
 import pytest
@@ -50,62 +50,66 @@ def _unavailable(what: str, tried: str) -> None:
     pytest.skip(reason)
 
 
+def _service_url(
+    what: str, url: str, default_port: int, container: Callable[[], AbstractContextManager[str]]
+) -> Iterator[str]:
+    """`url` when something listens there, else the URL of a testcontainers `container` while it
+    runs, else skip (or fail, with ISTHMUS_REQUIRE_SERVICES=1) saying what was tried."""
+    if _reachable(url, default_port):
+        yield url
+        return
+    if _docker_available():
+        with container() as container_url:
+            yield container_url
+        return
+    _unavailable(what, url)
+
+
+@contextmanager
+def _rabbitmq_container() -> Iterator[str]:
+    from testcontainers.rabbitmq import RabbitMqContainer  # type: ignore[import-untyped]
+
+    with RabbitMqContainer("rabbitmq:3.13-management") as container:
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/%2F"
+
+
+@contextmanager
+def _postgres_container() -> Iterator[str]:
+    from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
+
+    with PostgresContainer("postgres:16", driver=None) as container:
+        yield container.get_connection_url()
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A RabbitMQ URL: env var, local broker, or a testcontainers RabbitMQ."""
     url = os.environ.get("ISTHMUS_TEST_AMQP_URL", LOCAL_AMQP_URL)
-    if _reachable(url, 5672):
-        yield url
-        return
-    if _docker_available():
-        from testcontainers.rabbitmq import RabbitMqContainer  # type: ignore[import-untyped]
-
-        with RabbitMqContainer("rabbitmq:3.13-management") as container:
-            host = container.get_container_host_ip()
-            port = container.get_exposed_port(5672)
-            yield f"amqp://guest:guest@{host}:{port}/%2F"
-        return
-    _unavailable("RabbitMQ", url)
+    yield from _service_url("RabbitMQ", url, 5672, _rabbitmq_container)
 
 
 @pytest.fixture(scope="session")
 def consistent_hash(amqp_url: str) -> None:
     """Sharded routes need RabbitMQ's consistent-hash exchange plugin (.ci/run enables it)."""
     import pika
-    import pika.exceptions
 
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?", 1)[0]))
-    try:
-        channel = connection.channel()
-        name = "isthmus.test.plugin-probe." + uuid.uuid4().hex[:8]
-        channel.exchange_declare(name, "x-consistent-hash", auto_delete=True)
-        channel.exchange_delete(name)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        reason = (
-            f"RabbitMQ at {amqp_url.split('@')[-1]} lacks the consistent-hash exchange ({exc.reply_text}); "
-            "run `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`"
-        )
+    from middleware.broker.rabbitmq_plugins import consistent_hash_missing
+
+    missing = consistent_hash_missing(pika.URLParameters(amqp_url.split("?", 1)[0]))
+    if missing is not None:
+        reason = f"RabbitMQ at {amqp_url.split('@')[-1]} lacks the consistent-hash exchange: {missing}"
         if REQUIRE_SERVICES:
             pytest.fail(f"ISTHMUS_REQUIRE_SERVICES=1 and {reason}", pytrace=False)
         pytest.skip(reason)
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL: env var, local server, or a testcontainers PostgreSQL."""
     url = os.environ.get("ISTHMUS_TEST_POSTGRES_URL", LOCAL_POSTGRES_URL)
-    if _reachable(url, 5432):
-        yield url
-        return
-    if _docker_available():
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
-
-        with PostgresContainer("postgres:16", driver=None) as container:
-            yield container.get_connection_url()
-        return
-    _unavailable("PostgreSQL", url)
+    yield from _service_url("PostgreSQL", url, 5432, _postgres_container)
 
 
 @pytest.fixture(autouse=True)

@@ -45,13 +45,13 @@ Python: `seed()`, `upsert_customer()`, `upsert_order()`, `upsert_product()`, `st
 
 from __future__ import annotations
 
-import bisect
 import random
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from deploy.demo.change_index import ChangeIndex
 from deploy.demo.sample_server import (
     MonotonicClock,
     Request,
@@ -62,6 +62,7 @@ from deploy.demo.sample_server import (
     query_int,
     run_main,
 )
+from deploy.demo.write_ledger import WriteLedger
 
 CRM_ZONE = timezone(timedelta(hours=8))
 SEED_EPOCH = datetime(2026, 11, 24, 8, 0, 0, tzinfo=CRM_ZONE)
@@ -108,29 +109,18 @@ _ITEMS = [
 ]
 
 
-class _Table:
-    """Records of one entity, listed in (updated_at, id) order; the sorted index is rebuilt lazily."""
+class _Table(ChangeIndex):
+    """Records of one entity, listed in (updated_at, id) order."""
 
     def __init__(self, id_field: str) -> None:
+        super().__init__()
         self.id_field = id_field
         self.rows: dict[str, dict[str, Any]] = {}
-        self.moments: dict[str, datetime] = {}
-        self._index: list[tuple[datetime, str]] | None = None
 
     def put(self, record: dict[str, Any], moment: datetime | None = None) -> None:
         key = str(record[self.id_field])
         self.rows[key] = record
-        new_moment = moment or parse_moment(record["updated_at"])
-        if self.moments.get(key) != new_moment:
-            self.moments[key] = new_moment
-            self._index = None
-
-    def since(self, moment: datetime | None) -> list[tuple[datetime, str]]:
-        if self._index is None:
-            self._index = sorted((m, k) for k, m in self.moments.items())
-        if moment is None:
-            return self._index
-        return self._index[bisect.bisect_left(self._index, (moment, "")) :]
+        self.touch(key, moment or parse_moment(record["updated_at"]))
 
 
 class SampleCrm(SampleService):
@@ -149,10 +139,7 @@ class SampleCrm(SampleService):
         self.orders = _Table("order_no")
         self.products = _Table("sku")
         self.api_writes: dict[str, int] = {"customer": 0, "product": 0}
-        self.effects: list[dict[str, Any]] = []
-        self.applied_counts: dict[str, int] = {}
-        self.applied_responses: dict[str, dict[str, Any]] = {}
-        self.duplicates = 0
+        self.writes = WriteLedger()
         self.bad_records: dict[str, list[str]] = {"customers": [], "orders": []}
         self.clock = MonotonicClock(CRM_ZONE, timedelta(milliseconds=1))
 
@@ -297,9 +284,9 @@ class SampleCrm(SampleService):
                 "customers": len(self.customers.rows),
                 "orders": len(self.orders.rows),
                 "products": len(self.products.rows),
-                "effects": list(self.effects) if with_effects else [],
-                "applied_counts": dict(self.applied_counts),
-                "duplicates": self.duplicates,
+                "effects": list(self.writes.effects) if with_effects else [],
+                "applied_counts": dict(self.writes.applied_counts),
+                "duplicates": self.writes.duplicates,
                 "bad_records": {k: list(v) for k, v in self.bad_records.items()},
                 "api_writes": dict(self.api_writes),
             }
@@ -343,8 +330,6 @@ class SampleCrm(SampleService):
                 return Response(200, found) if found else error(404, f"unknown order {parts[3]!r}")
             if method == "PATCH":
                 return self._patch_order(parts[3], request)
-        if path.startswith("/admin/"):
-            return self._admin(method, path, request)
         return error(404, f"no route for {method} {path}")
 
     def _accounts(self, request: Request, split: bool) -> Response:
@@ -396,12 +381,7 @@ class SampleCrm(SampleService):
         return Response(200, {"data": rows, "page": page, "has_more": has_more})
 
     def _patch_order(self, order_no: str, request: Request) -> Response:
-        try:
-            body = request.json()
-        except ValueError as exc:
-            return error(400, f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "body must be a JSON object")
+        body = request.json_object()
         status = body.get("erp_status")
         if status not in ERP_STATUSES:
             return error(400, f"erp_status must be one of {', '.join(ERP_STATUSES)}; got {status!r}")
@@ -410,88 +390,58 @@ class SampleCrm(SampleService):
             current = self.orders.rows.get(order_no)
             if current is None:
                 return error(404, f"unknown order {order_no!r}")
-            if key is not None and key in self.applied_counts:
-                self.duplicates += 1
-                return Response(200, self.applied_responses.get(key, current))
+            repeated = self.writes.repeat(key)
+            if repeated is not None:
+                return repeated
             extra = {k: v for k, v in body.items() if k.startswith("erp_") and k not in ("erp_status", "erp_status_at")}
             updated = {**current, **extra, "erp_status": status, "erp_status_at": body.get("erp_status_at")}
             self.orders.put(updated, self.orders.moments[order_no])
-            self.effects.append(
-                {
-                    "key": key,
-                    "method": "PATCH",
-                    "path": request.path,
-                    "entity": "order",
-                    "id": order_no,
-                    "erp_status": status,
-                }
+            answer = Response(200, updated)
+            self.writes.applied(
+                key, answer, method="PATCH", path=request.path, entity="order", id=order_no, erp_status=status
             )
-            if key is not None:
-                self.applied_counts[key] = self.applied_counts.get(key, 0) + 1
-                self.applied_responses[key] = updated
-        return Response(200, updated)
+        return answer
 
     def _patch_record(
         self, entity: str, table: _Table, defaults: dict[str, Any], key: str, request: Request
     ) -> Response:
         """Create or change one customer or product through the API, as an integration does."""
-        try:
-            body = request.json()
-        except ValueError as exc:
-            return error(400, f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "body must be a JSON object")
+        body = request.json_object()
         if str(body.get(table.id_field, key)) != key:
             return error(400, f"{table.id_field} {body.get(table.id_field)!r} does not match the path ({key!r})")
         changes = {k: v for k, v in body.items() if k not in ("version", "updated_at")}
         idempotency_key = request.header("idempotency-key")
         with self.lock:
-            if idempotency_key is not None and idempotency_key in self.applied_counts:
-                self.duplicates += 1
-                return Response(200, self.applied_responses.get(idempotency_key, table.rows.get(key)))
+            repeated = self.writes.repeat(idempotency_key)
+            if repeated is not None:
+                return repeated
             updated = self._merge(table, {**changes, table.id_field: key}, defaults)
             self.api_writes[entity] += 1
-            self.effects.append(
-                {
-                    "key": idempotency_key,
-                    "method": "PATCH",
-                    "path": request.path,
-                    "entity": entity,
-                    "id": key,
-                    "fields": sorted(k for k in changes if k != table.id_field),
-                }
+            answer = Response(200, updated)
+            fields = sorted(k for k in changes if k != table.id_field)
+            self.writes.applied(
+                idempotency_key, answer, method="PATCH", path=request.path, entity=entity, id=key, fields=fields
             )
-            if idempotency_key is not None:
-                self.applied_counts[idempotency_key] = self.applied_counts.get(idempotency_key, 0) + 1
-                self.applied_responses[idempotency_key] = updated
-        return Response(200, updated)
+        return answer
 
-    def _admin(self, method: str, path: str, request: Request) -> Response:
-        if method == "GET" and path == "/admin/state":
-            return Response(200, self.state(with_effects=request.query.get("effects", "1") != "0"))
-        if method != "POST":
-            return error(404, f"no route for {method} {path}")
-        try:
-            body = request.json() or {}
-            if path == "/admin/seed":
-                return Response(
-                    200,
-                    self.seed(
-                        customers=int(body.get("customers", 10)),
-                        orders_per_customer=int(body.get("orders_per_customer", 2)),
-                        seed=int(body.get("seed", 42)),
-                        with_bad_records=bool(body.get("with_bad_records", True)),
-                    ),
-                )
-            if path == "/admin/customers":
-                return Response(200, self.upsert_customer(body))
-            if path == "/admin/orders":
-                return Response(200, self.upsert_order(body))
-            if path == "/admin/products":
-                return Response(200, self.upsert_product(body))
-        except (ValueError, TypeError, AttributeError) as exc:
-            return error(400, str(exc))
-        return error(404, f"no route for {method} {path}")
+    def admin_action(self, path: str, body: Any) -> Response | None:
+        if path == "/admin/seed":
+            return Response(
+                200,
+                self.seed(
+                    customers=int(body.get("customers", 10)),
+                    orders_per_customer=int(body.get("orders_per_customer", 2)),
+                    seed=int(body.get("seed", 42)),
+                    with_bad_records=bool(body.get("with_bad_records", True)),
+                ),
+            )
+        if path == "/admin/customers":
+            return Response(200, self.upsert_customer(body))
+        if path == "/admin/orders":
+            return Response(200, self.upsert_order(body))
+        if path == "/admin/products":
+            return Response(200, self.upsert_product(body))
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,24 +35,25 @@ Python: `fail_next()`, `set_latency()`, `advance_all()`, `state()`, `account()`,
 
 from __future__ import annotations
 
-import bisect
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Self
 
+from deploy.demo.change_index import ChangeIndex
 from deploy.demo.sample_server import (
     MonotonicClock,
     Request,
     Response,
     SampleService,
     error,
-    parse_moment,
     query_int,
+    query_moment,
     run_main,
 )
+from deploy.demo.write_ledger import WriteLedger
 
 STATUS_FLOW = {"NEW": "RSV", "RSV": "SHP", "SHP": "INV"}
 
@@ -72,15 +73,10 @@ class SampleErp(SampleService):
     ) -> None:
         super().__init__(host, port, token)
         self.advance_every_s = advance_every_s
-        self.dedupe = dedupe
         self.accounts: dict[str, dict[str, Any]] = {}
         self.orders: dict[str, dict[str, Any]] = {}
-        self.effects: list[dict[str, Any]] = []
-        self.applied_counts: dict[str, int] = {}
-        self.duplicates = 0
-        self._responses: dict[str, Response] = {}
-        self._status_moments: dict[str, datetime] = {}
-        self._status_index: list[tuple[datetime, str]] | None = None
+        self.writes = WriteLedger(dedupe)
+        self._status_changes = ChangeIndex()
         self._fail_remaining = 0
         self._fail_status = 503
         self._fail_retry_after: float | None = None
@@ -151,17 +147,15 @@ class SampleErp(SampleService):
             return {
                 "accounts": len(self.accounts),
                 "orders": len(self.orders),
-                "effects": list(self.effects) if with_effects else [],
-                "applied_counts": dict(self.applied_counts),
-                "duplicates": self.duplicates,
+                "effects": list(self.writes.effects) if with_effects else [],
+                "applied_counts": dict(self.writes.applied_counts),
+                "duplicates": self.writes.duplicates,
                 "statuses": statuses,
             }
 
     # ----- HTTP --------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
         method, path = request.method, request.path.rstrip("/")
-        if path.startswith("/admin/"):
-            return self._admin(method, path, request)
         if self._latency_s:
             time.sleep(self._latency_s)
         injected = self._injected_failure()
@@ -202,35 +196,21 @@ class SampleErp(SampleService):
             return Response(self._fail_status, {"error": "injected failure (sample ERP)"}, headers)
 
     def _write(self, request: Request, kind: str, record_id: str | None) -> Response:
-        try:
-            body = request.json()
-        except ValueError as exc:
-            return error(400, f"body is not JSON: {exc}")
-        if not isinstance(body, dict):
-            return error(400, "body must be a JSON object")
+        body = request.json_object()
         key = request.header("idempotency-key")
         with self.lock:
-            if self.dedupe and key is not None and key in self._responses:
-                self.duplicates += 1
-                return self._responses[key]
+            repeated = self.writes.repeat(key)
+            if repeated is not None:
+                return repeated
             if kind == "accounts":
                 response = self._apply_account(body, record_id)
             else:
                 response = self._apply_sales_order(body, record_id)
             if response.status < 300:
                 entity = "account" if kind == "accounts" else "sales_order"
-                self.effects.append(
-                    {
-                        "key": key,
-                        "method": request.method,
-                        "path": request.path,
-                        "entity": entity,
-                        "id": response.body["id"],
-                    }
+                self.writes.applied(
+                    key, response, method=request.method, path=request.path, entity=entity, id=response.body["id"]
                 )
-                if key is not None:
-                    self.applied_counts[key] = self.applied_counts.get(key, 0) + 1
-                    self._responses[key] = response
             return response
 
     def _apply_account(self, body: dict[str, Any], account_id: str | None) -> Response:
@@ -277,22 +257,14 @@ class SampleErp(SampleService):
     def _set_status(self, order_id: str, order: dict[str, Any], status: str) -> None:
         moment = self._clock.next()
         self.orders[order_id] = {**order, "status": status, "changed_at": moment.isoformat()}
-        self._status_moments[order_id] = moment
-        self._status_index = None
+        self._status_changes.touch(order_id, moment)
 
     def _order_status(self, request: Request) -> Response:
-        try:
-            since_text = request.query.get("changed_since")
-            since = parse_moment(since_text) if since_text else None
-            offset = query_int(request, "offset", 0, 0, 10**9)
-            limit = query_int(request, "limit", 100, 1, 1000)
-        except ValueError as exc:
-            return error(400, f"bad query: {exc}")
+        since = query_moment(request, "changed_since")
+        offset = query_int(request, "offset", 0, 0, 10**9)
+        limit = query_int(request, "limit", 100, 1, 1000)
         with self.lock:
-            if self._status_index is None:
-                self._status_index = sorted((m, k) for k, m in self._status_moments.items())
-            index = self._status_index
-            matching = index[bisect.bisect_left(index, (since, "")) :] if since else index
+            matching = self._status_changes.since(since)
             items = []
             for _, order_id in matching[offset : offset + limit]:
                 order = self.orders[order_id]
@@ -307,29 +279,21 @@ class SampleErp(SampleService):
                 )
             return Response(200, {"items": items, "total": len(matching)})
 
-    def _admin(self, method: str, path: str, request: Request) -> Response:
-        if method == "GET" and path == "/admin/state":
-            return Response(200, self.state(with_effects=request.query.get("effects", "1") != "0"))
-        if method != "POST":
-            return error(404, f"no route for {method} {path}")
-        try:
-            body = request.json() or {}
-            if path == "/admin/fail-next":
-                retry_after = body.get("retry_after")
-                self.fail_next(
-                    int(body.get("n", 1)),
-                    int(body.get("status", 503)),
-                    None if retry_after is None else float(retry_after),
-                )
-                return Response(200, {"ok": True})
-            if path == "/admin/latency":
-                self.set_latency(float(body.get("seconds", 0)))
-                return Response(200, {"ok": True})
-            if path == "/admin/advance":
-                return Response(200, {"advanced": self.advance_all()})
-        except (ValueError, TypeError, AttributeError) as exc:
-            return error(400, str(exc))
-        return error(404, f"no route for {method} {path}")
+    def admin_action(self, path: str, body: Any) -> Response | None:
+        if path == "/admin/fail-next":
+            retry_after = body.get("retry_after")
+            self.fail_next(
+                int(body.get("n", 1)),
+                int(body.get("status", 503)),
+                None if retry_after is None else float(retry_after),
+            )
+            return Response(200, {"ok": True})
+        if path == "/admin/latency":
+            self.set_latency(float(body.get("seconds", 0)))
+            return Response(200, {"ok": True})
+        if path == "/admin/advance":
+            return Response(200, {"advanced": self.advance_all()})
+        return None
 
 
 def _decimal(value: Any) -> Decimal | None:

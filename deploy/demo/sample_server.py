@@ -36,6 +36,16 @@ class Request:
         """The body as JSON; numbers with a fraction become Decimal (no float rounding)."""
         return json.loads(self.body or b"null", parse_float=Decimal)
 
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object, for a write; `Refused` (400) when it is not JSON or not an object."""
+        try:
+            body = self.json()
+        except ValueError as exc:
+            raise Refused(error(400, f"body is not JSON: {exc}")) from None
+        if not isinstance(body, dict):
+            raise Refused(error(400, "body must be a JSON object"))
+        return body
+
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
@@ -49,6 +59,15 @@ class Response:
 
 def error(status: int, message: str, **headers: str) -> Response:
     return Response(status, {"error": message}, dict(headers))
+
+
+class Refused(Exception):
+    """Raised while handling a request to answer it with `response` (a 4xx) instead: lets a
+    check deep in a handler refuse the request without every caller passing the answer up."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.body)
+        self.response = response
 
 
 def _json_default(value: Any) -> Any:
@@ -73,13 +92,28 @@ def parse_moment(text: str) -> datetime:
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """`?name=` as an int in [low, high], `default` when absent; `Refused` (400 "bad query") otherwise."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    value = int(raw)  # ValueError → 400 by the caller
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise Refused(error(400, f"bad query: {exc}")) from None
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}")
+        raise Refused(error(400, f"bad query: {name} must be between {low} and {high}"))
     return value
+
+
+def query_moment(request: Request, name: str) -> datetime | None:
+    """`?name=` as an aware datetime (see `parse_moment`), None when absent; `Refused` (400) otherwise."""
+    text = request.query.get(name)
+    if not text:
+        return None
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise Refused(error(400, f"bad query: {exc}")) from None
 
 
 class MonotonicClock:
@@ -120,13 +154,19 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietKeepAliveHandler(BaseHTTPRequestHandler):
+    """What a loopback server answering thousands of requests a second needs: HTTP/1.1 kept
+    alive, no Nagle delay on small answers, and no line on stderr per request."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silent: the pipeline sends thousands of requests a second."""
+
+
+class _Handler(QuietKeepAliveHandler):
+    server: _Server
 
     def _serve(self) -> None:
         path, _, raw_query = self.path.partition("?")
@@ -203,15 +243,40 @@ class SampleService:
         self.stop()
 
     def handle(self, request: Request) -> Response:
-        guarded = self.token is not None and not request.path.startswith("/admin/")
-        if guarded and request.header("authorization") != f"Bearer {self.token}":
+        is_admin = request.path.startswith("/admin/")
+        if self.token is not None and not is_admin and request.header("authorization") != f"Bearer {self.token}":
             return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
         if request.path == "/" and request.method == "GET":
             return Response(200, {"service": self.name, "sample": True})
-        return self.route(request)
+        try:
+            return self.admin(request) if is_admin else self.route(request)
+        except Refused as refused:
+            return refused.response
 
     def route(self, request: Request) -> Response:
+        """An `/api` request (or any other path but `/admin/*`)."""
         raise NotImplementedError
+
+    def admin(self, request: Request) -> Response:
+        """`/admin/*`: `GET /admin/state[?effects=0]`, or a POST that `admin_action` knows; 400 on a bad body."""
+        method, path = request.method, request.path.rstrip("/")
+        if method == "GET" and path == "/admin/state":
+            return Response(200, self.state(with_effects=request.query.get("effects", "1") != "0"))
+        if method != "POST":
+            return error(404, f"no route for {method} {path}")
+        try:
+            answer = self.admin_action(path, request.json() or {})
+        except (ValueError, TypeError, AttributeError) as exc:
+            return error(400, str(exc))
+        return answer if answer is not None else error(404, f"no route for {method} {path}")
+
+    def state(self, with_effects: bool = True) -> dict[str, Any]:
+        """What `GET /admin/state` answers: counts and the effect log, for tests and the demo."""
+        raise NotImplementedError
+
+    def admin_action(self, path: str, body: Any) -> Response | None:
+        """The answer to `POST path` under /admin/, or None for a path the system does not know."""
+        return None
 
 
 def run_main(

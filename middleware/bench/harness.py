@@ -1,13 +1,19 @@
-"""What every bench part shares: progress lines, percentiles, ports and a background publisher."""
+"""What every bench part shares: progress lines, percentiles, ports, a background publisher
+and the sample ERP in a process of its own."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def step(text: str) -> None:
@@ -49,3 +55,35 @@ def wait_port(port: int, what: str = "the sample ERP", timeout_s: float = 30) ->
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not start on port {port}")
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], grace_s: float = 30.0) -> None:
+    """SIGTERM every process (a worker drains its batch), wait up to `grace_s` for each, then
+    SIGKILL what is still running: a bench run never leaves a process behind."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextmanager
+def sample_erp_process() -> Iterator[int]:
+    """The sample ERP (status steps off) in a process of its own, so it does not share the
+    bench's GIL; yields its port once it listens, and stops it on the way out."""
+    port = free_port()
+    erp = subprocess.Popen(
+        [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        erp.terminate()
+        erp.wait(10)

@@ -27,6 +27,9 @@ declares them, publisher confirms) and measured in one run on one broker:
 * `worker_rss_growth_pct`: one worker process consumes a long run (100,000 messages, or
   1,000,000 with `--long`); its resident set after warm-up (10 % of the run applied) against
   at the end.
+* `rabbitmq_sharding`: "on", or "off: …" on a RabbitMQ without the consistent-hash exchange
+  plugin (a default install): the figures are then measured with unsharded routes, so the
+  two e2e workers share one active consumer, and the progress line says what to enable.
 
 The HTTP target is `LoopbackTarget`: a lean asyncio server answering the REST writer the way
 the sample ERP does (201 with an id on create, 200 on update, `Idempotency-Key` honoured),
@@ -53,7 +56,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,9 +64,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pika
 import pika.exceptions
 import pika.spec
-import yaml
 
-from middleware.bench.harness import free_port, percentile, step, wait_port
+from middleware.bench.configs import ACCOUNT_WRITES, bench_config, customer_route, write_config
+from middleware.bench.harness import free_port, percentile, step, stop_processes, wait_port
+from middleware.bench.workload import bench_envelopes, idempotency_key
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -427,50 +430,6 @@ def bench_rabbitmq_raw(url: str, messages: int, body: bytes) -> dict[str, Any]:
 
 
 # ----- the product end to end ----------------------------------------------------------------
-CUSTOMER_TYPE = "customer.upserted"
-
-
-def customer_payload(i: int, tag: str) -> dict[str, Any]:
-    """A CRM customer record as the demo's customer chain expects it."""
-    return {
-        "customer_no": f"{tag}-{i}",
-        "company": f"Bench Customer {i}",
-        "email": f"buyer{i}@bench.example",
-        "tier": "silver",
-        "status": "active",
-        "billing": {"street": "Ring 1", "zip": "10115", "city": "Berlin", "country": "DE"},
-        "updated_at": "2026-11-24T10:00:00+08:00",
-        "version": 1,
-    }
-
-
-def idempotency_key(i: int, tag: str) -> str:
-    """What the route sends as `Idempotency-Key` for message `i` (see Envelope.idempotency_key)."""
-    return f"crm:customer:{tag}-{i}@1"
-
-
-def bench_envelopes(count: int, tag: str, first: int = 0) -> list[Any]:
-    """Envelopes for customers `first` .. `first + count - 1`, published as a CRM source would."""
-    from middleware.broker.base import OutgoingMessage
-    from middleware.message import Envelope, Source
-
-    now = datetime.now(UTC)
-    messages = []
-    for i in range(first, first + count):
-        envelope = Envelope(
-            type=CUSTOMER_TYPE,
-            source=Source(system="crm", entity="customer", record_id=f"{tag}-{i}", version="1"),
-            occurred_at=now,
-            payload=customer_payload(i, tag),
-        )
-        messages.append(
-            OutgoingMessage(
-                CUSTOMER_TYPE, envelope.to_bytes(), message_id=str(envelope.message_id), key=envelope.record_key
-            )
-        )
-    return messages
-
-
 @dataclass
 class RouteTopology:
     holding: list[str]  # the queues a route's messages wait in (itself, or its shards)
@@ -511,46 +470,24 @@ class BenchRun:
         return self.directory / "isthmus.yaml"
 
     def route_settings(self) -> dict[str, Any]:
-        route: dict[str, Any] = {
-            "name": self.route,
-            "on": [CUSTOMER_TYPE],
-            "mappings": ["crm_customer_to_canonical", "canonical_customer_to_erp"],
-            "to": {"system": "erp", "entity": "account"},
-            "batch_size": self.batch_size,
-        }
+        route = customer_route(self.route, "erp", "account", "canonical_customer_to_erp", self.batch_size)
         if self.shards > 1:
             route["shards"] = self.shards
         return route
 
     def write_config(self) -> Path:
-        account = {
-            "write": {
-                "mode": "create_or_update",
-                "create": {"method": "POST", "path": "/api/accounts"},
-                "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                "id_path": "id",
-            }
+        erp = {
+            "type": "rest",
+            "base_url": self.target_url,
+            "concurrency": self.concurrency,
+            "max_connections": self.concurrency,
+            "entities": {"account": ACCOUNT_WRITES},
         }
-        config: dict[str, Any] = {
-            "broker": self.broker_url,
-            "store": f"sqlite:///{self.directory / 'state.db'}",
-            "mappings": [str(REPO / "mappings")],
-            "observability": {"port": 0, "log_format": "json", "log_level": "warning"},
-            "systems": {
-                "erp": {
-                    "type": "rest",
-                    "base_url": self.target_url,
-                    "concurrency": self.concurrency,
-                    "max_connections": self.concurrency,
-                    "entities": {"account": account},
-                }
-            },
-            "routes": [self.route_settings()],
-        }
+        store = f"sqlite:///{self.directory / 'state.db'}"
+        config = bench_config(self.broker_url, store, {"erp": erp}, [self.route_settings()])
         if self.webhooks is not None:
             config["webhooks"] = self.webhooks
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        return self.config_path
+        return write_config(self.config_path, config)
 
     def topology(self) -> RouteTopology:
         """The route's queues and exchanges, as the broker names them."""
@@ -652,14 +589,7 @@ def running_workers(run: BenchRun, count: int, *flags: str) -> Iterator[list[sub
         run.wait_consumers(count, workers)
         yield workers
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processes(workers)
 
 
 def publish_concurrently(
@@ -922,6 +852,21 @@ def bench_worker_rss(amqp_url: str, events: int, publishers: int = 2, max_backlo
     }
 
 
+def rabbitmq_sharding(url: str) -> str:
+    """Whether the figures can use sharded routes, for the progress line and the JSON: "on"
+    when the broker has the consistent-hash exchange, else "off: <why>; measured with unsharded routes".
+
+    A default RabbitMQ lacks the plugin: the figures are then taken with `shards: 1`
+    (one active consumer per route) instead of failing."""
+    from middleware.broker.rabbitmq_plugins import consistent_hash_missing
+
+    try:
+        missing = consistent_hash_missing(pika_parameters(url))
+    except Exception as exc:  # pika's errors: the figures that follow report the broker's state
+        missing = f"could not ask the broker for the consistent-hash exchange ({type(exc).__name__}: {exc})"
+    if missing is None:
+        return "on"
+    return f"off: {missing}; measured with unsharded routes"
 
 
 def find_rabbitmq(url: str | None = None) -> tuple[str | None, str]:

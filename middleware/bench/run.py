@@ -12,15 +12,16 @@ from middleware.bench.harness import step
 from middleware.bench.intake import bench_snapshot_initial_load
 from middleware.bench.rabbitmq import (
     E2E_WORKERS,
-    bench_envelopes,
     bench_latency,
     bench_rabbitmq_e2e,
     bench_rabbitmq_raw,
     bench_worker_rss,
     find_rabbitmq,
+    rabbitmq_sharding,
 )
 from middleware.bench.suite import bench_embedded_broker, bench_embedded_e2e, bench_mapping, bench_rest_writes
 from middleware.bench.webhook import bench_webhook_ingest
+from middleware.bench.workload import bench_envelopes
 
 RABBITMQ_STEPS = 5
 
@@ -76,8 +77,6 @@ def _bench_tryton(quick: bool) -> dict[str, Any]:
         return {"tryton_skipped": str(exc)}
 
 
-
-
 def run_rabbitmq_bench(
     amqp_url: str, quick: bool = False, long: bool = False, first_step: int = 1, steps: int = RABBITMQ_STEPS
 ) -> dict[str, Any]:
@@ -92,6 +91,11 @@ def run_rabbitmq_bench(
     webhook_n = 2_000 if quick else 20_000
     rss_n = 1_000_000 if long else (5_000 if quick else 100_000)
     body = bench_envelopes(1, "RAW")[0].body
+    sharding = rabbitmq_sharding(amqp_url)
+    results["rabbitmq_sharding"] = sharding
+    shards = None if sharding == "on" else 1  # None: each figure's own choice (sharded with several workers)
+    if shards == 1:
+        step(f"   RabbitMQ sharding {sharding}")
     plan: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         (
             "raw_limit",
@@ -101,7 +105,7 @@ def run_rabbitmq_bench(
         (
             "e2e",
             f"RabbitMQ end to end at saturation, {E2E_WORKERS} worker processes ({e2e_n} events)",
-            partial(bench_rabbitmq_e2e, amqp_url, e2e_n, warmup_s=0.0 if quick else 8.0),
+            partial(bench_rabbitmq_e2e, amqp_url, e2e_n, shards=shards, warmup_s=0.0 if quick else 8.0),
         ),
         (
             "latency",
@@ -111,7 +115,7 @@ def run_rabbitmq_bench(
         (
             "webhook_ingest",
             f"webhook ingest: 64 keep-alive clients, delivered end to end ({webhook_n} events)",
-            partial(bench_webhook_ingest, amqp_url, webhook_n),
+            partial(bench_webhook_ingest, amqp_url, webhook_n, shards=shards),
         ),
         ("worker_rss", f"worker RSS over a long run ({rss_n} messages)", partial(bench_worker_rss, amqp_url, rss_n)),
     ]

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from middleware.bench.harness import free_port, publish_in_background, wait_port
-
-REPO = Path(__file__).resolve().parents[2]
+from middleware.bench.configs import ACCOUNT_WRITES, bench_config, customer_route, write_config
+from middleware.bench.harness import REPO, publish_in_background, sample_erp_process
+from middleware.bench.workload import bench_envelopes
 
 ORDER_MAPPING = """\
 mapping: bench_order
@@ -153,61 +153,6 @@ def bench_mapping(seconds: float) -> dict[str, float]:
     }
 
 
-E2E_CONFIG = """\
-broker: embedded://broker.db
-store: sqlite://state.db
-mappings: [{mappings}]
-observability: {{port: 0, log_format: json, log_level: warning}}
-systems:
-  erp:
-    type: rest
-    base_url: {erp_url}
-    concurrency: 8
-    max_connections: 32
-    entities:
-      account:
-        write:
-          mode: create_or_update
-          create: {{method: POST, path: /api/accounts}}
-          update: {{method: PUT, path: "/api/accounts/{{target_id}}"}}
-          id_path: id
-routes:
-  - name: bench_customers
-    on: [customer.upserted]
-    mappings: [crm_customer_to_canonical, canonical_customer_to_erp]
-    to: {{system: erp, entity: account}}
-    batch_size: 200
-"""
-
-
-def _bench_envelopes(events: int) -> list[Any]:
-    from middleware.broker.base import OutgoingMessage
-    from middleware.message import Envelope, Source
-
-    now = datetime.now(UTC)
-    return [
-        OutgoingMessage(
-            routing_key="customer.upserted",
-            body=Envelope(
-                type="customer.upserted",
-                source=Source(system="crm", entity="customer", record_id=f"B-{i}", version="1"),
-                occurred_at=now,
-                payload={
-                    "customer_no": f"B-{i}",
-                    "company": f"Bench Customer {i}",
-                    "email": f"buyer{i}@bench.example",
-                    "tier": "silver",
-                    "status": "active",
-                    "billing": {"street": "Ring 1", "zip": "10115", "city": "Berlin", "country": "DE"},
-                    "updated_at": "2026-11-24T10:00:00+08:00",
-                    "version": 1,
-                },
-            ).to_bytes(),
-        )
-        for i in range(events)
-    ]
-
-
 def _erp_accounts(port: int) -> int:
     import requests
 
@@ -226,83 +171,82 @@ def bench_embedded_e2e(events: int, processes: int = 0) -> dict[str, Any]:
     from middleware.config import load_config
     from middleware.runtime.worker import Worker
 
-    port = free_port()
-    erp = subprocess.Popen(
-        [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     workers: list[subprocess.Popen[bytes]] = []
     label = "embedded_e2e" if processes == 0 else f"embedded_e2e_{processes}proc"
-    try:
-        wait_port(port)
-        with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
-            config_path = Path(tmp) / "isthmus.yaml"
-            config_path.write_text(
-                E2E_CONFIG.format(mappings=REPO / "mappings", erp_url=f"http://127.0.0.1:{port}"), encoding="utf-8"
-            )
-            config = load_config(config_path)
-            messages = _bench_envelopes(events)
-            worker: Worker | None = None
-            if processes == 0:
-                worker = Worker(config, run_sources=False, serve_health=False).start()
-            else:
-                setup = open_broker(config.model.broker, base_dir=config.base_dir)
-                for route in config.model.routes:
-                    setup.setup_route(route.name, route.on)
-                setup.close()
-                for _ in range(processes):
-                    workers.append(
-                        subprocess.Popen(
-                            [
-                                sys.executable,
-                                "-m",
-                                "middleware.cli.main",
-                                "worker",
-                                "--config",
-                                str(config_path),
-                                "--no-sources",
-                            ],
-                            cwd=REPO,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                        )
-                    )
-                time.sleep(2.0)  # let them import and connect before the clock starts
-            publisher = open_broker(config.model.broker, base_dir=config.base_dir)
-            started = time.perf_counter()
-
-            thread = publish_in_background(publisher, messages)
-            deadline = time.monotonic() + 600
-            done = 0
-            while done < events and time.monotonic() < deadline:
-                time.sleep(0.02 if worker else 0.2)
-                if worker is not None:
-                    stats = worker.stats["bench_customers"]
-                    done = stats.applied + stats.dead_lettered
+    with sample_erp_process() as port:
+        try:
+            with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
+                erp = {
+                    "type": "rest",
+                    "base_url": f"http://127.0.0.1:{port}",
+                    "concurrency": 8,
+                    "max_connections": 32,
+                    "entities": {"account": ACCOUNT_WRITES},
+                }
+                customers = customer_route("bench_customers", "erp", "account", "canonical_customer_to_erp", 200)
+                config_path = write_config(
+                    Path(tmp) / "isthmus.yaml",
+                    bench_config("embedded://broker.db", "sqlite://state.db", {"erp": erp}, [customers]),
+                )
+                config = load_config(config_path)
+                messages = bench_envelopes(events, "B")
+                worker: Worker | None = None
+                if processes == 0:
+                    worker = Worker(config, run_sources=False, serve_health=False).start()
                 else:
-                    done = _erp_accounts(port)
-            elapsed = time.perf_counter() - started
-            thread.join()
-            publisher.close()
-            results: dict[str, Any] = {f"{label}_events_per_s": round(done / elapsed), f"{label}_events": events}
-            if worker is not None:
-                worker.stop()
-                stats = worker.stats["bench_customers"]
-                lags = sorted(stats.lags)
-                results[f"{label}_dead_lettered"] = stats.dead_lettered
-                if lags:
-                    results[f"{label}_p50_lag_ms"] = round(1000 * lags[len(lags) // 2], 1)
-                    results[f"{label}_p99_lag_ms"] = round(1000 * lags[int(len(lags) * 0.99)], 1)
-            return results
-    finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            proc.wait(30)
-        erp.terminate()
-        erp.wait(10)
+                    setup = open_broker(config.model.broker, base_dir=config.base_dir)
+                    for route in config.model.routes:
+                        setup.setup_route(route.name, route.on)
+                    setup.close()
+                    for _ in range(processes):
+                        workers.append(
+                            subprocess.Popen(
+                                [
+                                    sys.executable,
+                                    "-m",
+                                    "middleware.cli.main",
+                                    "worker",
+                                    "--config",
+                                    str(config_path),
+                                    "--no-sources",
+                                ],
+                                cwd=REPO,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL,
+                            )
+                        )
+                    time.sleep(2.0)  # let them import and connect before the clock starts
+                publisher = open_broker(config.model.broker, base_dir=config.base_dir)
+                started = time.perf_counter()
+
+                thread = publish_in_background(publisher, messages)
+                deadline = time.monotonic() + 600
+                done = 0
+                while done < events and time.monotonic() < deadline:
+                    time.sleep(0.02 if worker else 0.2)
+                    if worker is not None:
+                        stats = worker.stats["bench_customers"]
+                        done = stats.applied + stats.dead_lettered
+                    else:
+                        done = _erp_accounts(port)
+                elapsed = time.perf_counter() - started
+                thread.join()
+                publisher.close()
+                results: dict[str, Any] = {f"{label}_events_per_s": round(done / elapsed), f"{label}_events": events}
+                if worker is not None:
+                    worker.stop()
+                    stats = worker.stats["bench_customers"]
+                    lags = sorted(stats.lags)
+                    results[f"{label}_dead_lettered"] = stats.dead_lettered
+                    if lags:
+                        results[f"{label}_p50_lag_ms"] = round(1000 * lags[len(lags) // 2], 1)
+                        results[f"{label}_p99_lag_ms"] = round(1000 * lags[int(len(lags) * 0.99)], 1)
+                return results
+        finally:
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                proc.wait(30)
 
 
 def bench_embedded_broker(messages: int) -> dict[str, Any]:
@@ -344,25 +288,10 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
     from adapters.rest import RestAdapter, RestSystemConfig
     from middleware.adapter import WriteRequest
 
-    port = free_port()
-    erp = subprocess.Popen(
-        [sys.executable, "-m", "deploy.demo.sample_erp", "--port", str(port), "--advance-every", "0"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
+    with sample_erp_process() as port:
         url = f"http://127.0.0.1:{port}"
-        account = {
-            "write": {
-                "mode": "create_or_update",
-                "create": {"method": "POST", "path": "/api/accounts"},
-                "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                "id_path": "id",
-            }
-        }
-        config = RestSystemConfig.model_validate({"base_url": url, "concurrency": 8, "entities": {"account": account}})
+        settings = {"base_url": url, "concurrency": 8, "entities": {"account": ACCOUNT_WRITES}}
+        config = RestSystemConfig.model_validate(settings)
         adapter = RestAdapter("erp", config)
         writer = adapter.writer()
         requests_ = [
@@ -396,8 +325,3 @@ def bench_rest_writes(writes: int) -> dict[str, Any]:
             "rest_writer_writes_per_s": round(writer_rate),
             "requests_session_writes_per_s": round(session_rate),
         }
-    finally:
-        erp.terminate()
-        erp.wait(10)
-
-

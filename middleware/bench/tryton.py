@@ -21,49 +21,25 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from middleware.bench.configs import bench_config, customer_route, write_config
 from middleware.bench.harness import publish_in_background
+from middleware.bench.workload import bench_envelopes, customer_payload
 
-REPO = Path(__file__).resolve().parents[2]
 BATCH = 200
-
-CONFIG = """\
-broker: embedded://broker.db
-store: sqlite://state.db
-mappings: [{mappings}]
-observability: {{port: 0, log_format: json, log_level: warning}}
-systems:
-  tryton:
-    type: tryton
-    url: {url}
-    database: {database}
-    username: {username}
-    password: ${{ISTHMUS_BENCH_TRYTON_PASSWORD}}
-    write_chunk: {batch}
-    entities:
-      party: {{write: {{key_field: code}}}}
-routes:
-  - name: bench_tryton_customers
-    on: [customer.upserted]
-    mappings: [crm_customer_to_canonical, canonical_customer_to_tryton_party]
-    to: {{system: tryton, entity: party}}
-    batch_size: {batch}
-"""
 
 
 def _customer(tag: str, i: int) -> dict[str, Any]:
+    """The bench customer (customer_no `B<tag>-<i>`) with a name, e-mail and street of its own
+    per round, so each round's parties are told apart in Tryton."""
+    record = customer_payload(i, f"B{tag}")
     return {
-        "customer_no": f"B{tag}-{i}",
+        **record,
         "company": f"Bench Customer {tag} {i}",
         "email": f"buyer{i}@bench-{tag}.example",
-        "tier": "silver",
-        "status": "active",
-        "billing": {"street": f"Ring {i}", "zip": "10115", "city": "Berlin", "country": "DE"},
-        "updated_at": "2026-11-24T10:00:00+08:00",
-        "version": 1,
+        "billing": {**record["billing"], "street": f"Ring {i}"},
     }
 
 
@@ -118,41 +94,28 @@ def pipeline_sync(server: Any, workdir: Path, tag: str, count: int) -> float:
     import os
 
     from middleware.broker import open_broker
-    from middleware.broker.base import OutgoingMessage
     from middleware.config import load_config
-    from middleware.message import Envelope, Source
     from middleware.runtime.worker import Worker
 
     directory = workdir / f"sync-{tag}"
     directory.mkdir()
-    path = directory / "isthmus.yaml"
-    path.write_text(
-        CONFIG.format(
-            mappings=REPO / "mappings",
-            url=server.url,
-            database=server.database,
-            username=server.username,
-            batch=BATCH,
-        ),
-        encoding="utf-8",
-    )
+    tryton = {
+        "type": "tryton",
+        "url": server.url,
+        "database": server.database,
+        "username": server.username,
+        "password": "${ISTHMUS_BENCH_TRYTON_PASSWORD}",
+        "write_chunk": BATCH,
+        "entities": {"party": {"write": {"key_field": "code"}}},
+    }
+    route = customer_route("bench_tryton_customers", "tryton", "party", "canonical_customer_to_tryton_party", BATCH)
+    config = bench_config("embedded://broker.db", "sqlite://state.db", {"tryton": tryton}, [route])
+    path = write_config(directory / "isthmus.yaml", config)
     os.environ["ISTHMUS_BENCH_TRYTON_PASSWORD"] = server.password
-    config = load_config(path)
-    now = datetime.now(UTC)
-    messages = [
-        OutgoingMessage(
-            routing_key="customer.upserted",
-            body=Envelope(
-                type="customer.upserted",
-                source=Source(system="crm", entity="customer", record_id=f"B{tag}-{i}", version="1"),
-                occurred_at=now,
-                payload=_customer(tag, i),
-            ).to_bytes(),
-        )
-        for i in range(count)
-    ]
-    worker = Worker(config, run_sources=False, serve_health=False).start()
-    publisher = open_broker(config.model.broker, base_dir=config.base_dir)
+    loaded = load_config(path)
+    messages = bench_envelopes(count, f"B{tag}", payload=lambda i, _: _customer(tag, i))
+    worker = Worker(loaded, run_sources=False, serve_health=False).start()
+    publisher = open_broker(loaded.model.broker, base_dir=loaded.base_dir)
     try:
         stats = worker.stats["bench_tryton_customers"]
         started = time.perf_counter()

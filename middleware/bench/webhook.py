@@ -19,22 +19,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from typing import Any
 
-from middleware.bench.harness import free_port, step, wait_port
+from middleware.bench.harness import free_port, step, stop_processes, wait_port
 from middleware.bench.rabbitmq import (
     CpuMeter,
     LoopbackTarget,
     bench_run,
-    customer_payload,
     running_workers,
     shards_for,
     wait_landed,
 )
+from middleware.bench.workload import customer_payload
 
 WEBHOOK_PATH = "/webhooks/crm/customers"
 SECRET_ENV = "ISTHMUS_BENCH_WEBHOOK_SECRET"
@@ -112,8 +111,12 @@ async def post_all(port: int, requests: list[bytes], clients: int) -> dict[int, 
     return statuses
 
 
-def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumers: int = 1) -> dict[str, Any]:
-    """Events/s from the first POST to the last write landed (accepted and delivered)."""
+def bench_webhook_ingest(
+    amqp_url: str, events: int, clients: int = 64, consumers: int = 1, shards: int | None = None
+) -> dict[str, Any]:
+    """Events/s from the first POST to the last write landed (accepted and delivered).
+
+    `shards` defaults to what `consumers` need (`shards_for`); 1 on a broker without sharding."""
     tag = f"W{uuid.uuid4().hex[:6]}"
     secret = uuid.uuid4().hex
     port = free_port()
@@ -123,7 +126,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
         bench_run(
             amqp_url,
             target,
-            shards=shards_for(consumers),
+            shards=shards_for(consumers) if shards is None else shards,
             webhooks=webhooks_settings(port),
             env={SECRET_ENV: secret},
         ) as run,
@@ -144,12 +147,7 @@ def bench_webhook_ingest(amqp_url: str, events: int, clients: int = 64, consumer
                 state = wait_landed(target, events, timeout_s=max(120.0, events / 100))
                 cpu = meter.stop("webhook_ingest")
             finally:
-                receiver.terminate()
-                try:
-                    receiver.wait(30)
-                except subprocess.TimeoutExpired:
-                    receiver.kill()
-                    receiver.wait(10)
+                stop_processes([receiver])
         elapsed = (state["last_landed_at"] or time.monotonic()) - started
         if state["landed"] < events:
             step(f"   webhook ingest: only {state['landed']} of {events} events landed; statuses {statuses}")

@@ -83,6 +83,7 @@ from middleware.broker.base import (
     QueueOptions,
     dlq_name,
 )
+from middleware.broker.rabbitmq_plugins import ENABLE_CONSISTENT_HASH, is_unknown_exchange_type
 from middleware.broker.rabbitmq_publisher import ConfirmingPublisher, Publication
 from middleware.errors import ConfigError, IsthmusError, Problem, TransientError
 
@@ -101,7 +102,6 @@ H_ROUTING_KEY = "x-isthmus-routing-key"
 _BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 _NOT_FOUND = 404
 _PRECONDITION_FAILED = 406
-_COMMAND_INVALID = 503
 
 T = TypeVar("T")
 
@@ -430,14 +430,16 @@ class RabbitMqBroker:
                 self._admin_channel().exchange_declare(
                     name, topo.CONSISTENT_HASH, durable=True, arguments=topo.shard_exchange_arguments()
                 )
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != _COMMAND_INVALID:
+        except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker) as exc:
+            # RabbitMQ refuses an unknown exchange type by closing the whole connection (503)
+            if not is_unknown_exchange_type(exc):
                 raise
+            self._drop_connection()
             raise ConfigError(
                 Problem(
-                    f"route {queue!r} has shards > 1, which needs RabbitMQ's consistent-hash exchange: "
-                    f"{exc.reply_text}",
-                    hint=f"run `rabbitmq-plugins enable {topo.CONSISTENT_HASH_PLUGIN}` on the broker, or set shards: 1",
+                    f"route {queue!r} has shards > 1, which needs RabbitMQ's consistent-hash exchange "
+                    f"(the {topo.CONSISTENT_HASH_PLUGIN} plugin): {exc.reply_text}",
+                    hint=f"run `{ENABLE_CONSISTENT_HASH}` on the broker, or set shards: 1",
                 )
             ) from None
 

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from middleware.demo.sample import print_dead_letters, print_route_table, shown_path
+from middleware.demo.inprocess_worker import DemoWorker
+from middleware.demo.summary import print_outcome, print_route_table, shown_path
+from middleware.demo.targets import expected_targets
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "deploy" / "demo" / "tryton.yaml"
@@ -39,9 +41,7 @@ def run_tryton_demo(
     from adapters.tryton import TrytonAdapter
     from adapters.tryton.localserver import LocalTryton, TrytonUnavailable, trytond_available
     from deploy.demo.sample_crm import SampleCrm
-    from middleware.config import load_config
     from middleware.errors import IsthmusError
-    from middleware.runtime.worker import Worker
 
     out = out or sys.stdout
     missing = trytond_available()
@@ -59,15 +59,7 @@ def run_tryton_demo(
         return 2
     crm = SampleCrm(token=CRM_TOKEN).start()
     seeded = crm.seed(customers=customers, orders_per_customer=orders_per_customer, with_bad_records=True)
-    with crm.lock:
-        bad_customers = set(crm.bad_records["customers"])
-        bad_orders = set(crm.bad_records["orders"])
-        good_customers = {k for k in crm.customers.rows if k not in bad_customers}
-        won = {
-            k
-            for k, o in crm.orders.rows.items()
-            if o["stage"] == "won" and k not in bad_orders and o["customer_no"] not in bad_customers
-        }
+    good_customers, won = expected_targets(crm)
     os.environ.update(
         {
             "DEMO_CRM_URL": crm.url,
@@ -84,13 +76,10 @@ def run_tryton_demo(
         f"broken on purpose: {seeded['bad_records']}",
         file=out,
     )
-    config = load_config(DEMO_CONFIG)
-    log_path = DEMO_STATE / "worker.log"
-    log_file = log_path.open("a", encoding="utf-8")
-    worker = Worker(config, log_stream=log_file)
-    worker.start()
+    run = DemoWorker.start(DEMO_CONFIG, DEMO_STATE)
+    config, worker = run.config, run.worker
     probe = TrytonAdapter("demo-probe", tryton.system_settings())
-    print(f"worker log (JSON lines): {shown_path(log_path)}", file=out)
+    print(f"worker log (JSON lines): {shown_path(run.log_path)}", file=out)
     started = time.monotonic()
     complete = posted = False
     expected = len(won)
@@ -138,24 +127,18 @@ def run_tryton_demo(
         if keep_running:
             print(f"keeping the CRM, Tryton ({tryton.url}, user {tryton.username!r}) and the worker running; "
                   "Ctrl-C stops", file=out)
-            worker.install_signal_handlers()
-            worker.wait()
+            run.keep_running()
     finally:
-        if not worker.stop_event.is_set():
-            worker.stop()
+        run.stop()
         probe.close()
         crm.stop()
         tryton.stop()
-        log_file.close()
 
     elapsed = time.monotonic() - started
     print_route_table(worker.stats, out)
-    sizes = print_dead_letters(config, out)
-    status = "complete" if complete else f"INCOMPLETE after {timeout_s:.0f}s"
-    print(f"\nsync {status} in {elapsed:.1f}s; DLQ sizes {sizes}", file=out)
-    print(f"inspect: .venv/bin/isthmus dlq list --config {shown_path(DEMO_CONFIG)}", file=out)
+    code = print_outcome(config, DEMO_CONFIG, complete, elapsed, timeout_s, out)
     print(f"         Tryton's log: {shown_path(tryton.log_path)}", file=out)
-    return 0 if complete else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from middleware.store.sql_filters import where_clause
+
 FLOW_RUN_SELECT = "SELECT flow, key, run_id, status, position, state, waiting_for, revision, updated_at FROM flow_runs"
 
 
@@ -12,18 +14,7 @@ def flow_run_filter(
     flow: str | None, key: str | None, statuses: Sequence[str], mark: str
 ) -> tuple[str, tuple[str, ...]]:
     """` WHERE ...` (or nothing) and its parameters for listing flow runs; `mark` is the driver's placeholder."""
-    clauses: list[str] = []
-    params: list[str] = []
-    if flow is not None:
-        clauses.append(f"flow = {mark}")
-        params.append(flow)
-    if key is not None:
-        clauses.append(f"key = {mark}")
-        params.append(key)
-    if statuses:
-        clauses.append(f"status IN ({', '.join([mark] * len(statuses))})")
-        params.extend(statuses)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+    return where_clause(mark, {"flow": flow, "key": key}, {"status": statuses})
 
 
 def save_flow_run_statement(run: Any, now: float, mark: str) -> tuple[str, tuple[Any, ...]]:

@@ -38,54 +38,14 @@ from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.flowsql import save_flow_run_statement
 from middleware.store.identitysql import IdentitySql
 from middleware.store.identitysql import ddl as identity_ddl
-from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
+from middleware.store.links import link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
+from middleware.store.tables import store_tables
 
 T = TypeVar("T")
 
 # Any fixed number works as long as every Isthmus process uses the same one.
 _DDL_LOCK_ID = 0x15_7E_05
-
-_DDL = [
-    XREF_TABLE_DDL,
-    "CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system)",
-    """CREATE TABLE IF NOT EXISTS watermarks (
-        name  TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS applied (
-        route TEXT NOT NULL,
-        key   TEXT NOT NULL,
-        PRIMARY KEY (route, key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS record_versions (
-        route      TEXT NOT NULL,
-        record_key TEXT NOT NULL,
-        changed_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (route, record_key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS flow_runs (
-        flow        TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        run_id      TEXT NOT NULL,
-        status      TEXT NOT NULL,
-        position    INTEGER NOT NULL,
-        waiting_for TEXT,
-        state       TEXT NOT NULL,
-        revision    INTEGER NOT NULL,
-        updated_at  DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (flow, key)
-    )""",
-    "CREATE INDEX IF NOT EXISTS flow_runs_by_update ON flow_runs (updated_at)",
-    """CREATE TABLE IF NOT EXISTS flow_signals (
-        flow        TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        signal      TEXT NOT NULL,
-        payload     TEXT NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (flow, key, signal)
-    )""",
-]
 
 _LINK_SQL = link_statements("%s")
 _SYNC_SQL = SyncSql("%s")
@@ -170,7 +130,11 @@ class PostgresStore:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
         if self.schema:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-        for statement in [*_DDL, *ddl("DOUBLE PRECISION"), *identity_ddl("DOUBLE PRECISION")]:
+        for statement in [
+            *store_tables("DOUBLE PRECISION", without_rowid=False),
+            *ddl("DOUBLE PRECISION"),
+            *identity_ddl("DOUBLE PRECISION"),
+        ]:
             conn.execute(statement)  # type: ignore[arg-type]  # constant SQL
 
     # ----- xref -----------------------------------------------------------------------

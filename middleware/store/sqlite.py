@@ -38,55 +38,13 @@ from middleware.store.flowsql import flow_run_filter as _flow_run_filter
 from middleware.store.flowsql import save_flow_run_statement
 from middleware.store.identitysql import IdentitySql
 from middleware.store.identitysql import ddl as identity_ddl
-from middleware.store.links import XREF_TABLE_DDL, link_statements, write_link
+from middleware.store.links import link_statements, write_link
 from middleware.store.syncsql import SyncSql, ddl, sync_is_empty
+from middleware.store.tables import store_tables
 
 BUSY_TIMEOUT_MS = 30_000
 # Well under SQLITE_MAX_VARIABLE_NUMBER even on old builds (999), leaving room for `route`.
 _IN_CHUNK = 500
-
-_SCHEMA = (
-    XREF_TABLE_DDL
-    + """;
-CREATE INDEX IF NOT EXISTS xref_by_dst ON xref (dst_system, dst_entity, dst_id, src_system);
-CREATE TABLE IF NOT EXISTS watermarks (
-    name  TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS applied (
-    route TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    PRIMARY KEY (route, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS record_versions (
-    route      TEXT NOT NULL,
-    record_key TEXT NOT NULL,
-    changed_at REAL NOT NULL,
-    PRIMARY KEY (route, record_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_runs (
-    flow        TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    position    INTEGER NOT NULL,
-    waiting_for TEXT,
-    state       TEXT NOT NULL,
-    revision    INTEGER NOT NULL,
-    updated_at  REAL NOT NULL,
-    PRIMARY KEY (flow, key)
-);
-CREATE INDEX IF NOT EXISTS flow_runs_by_update ON flow_runs (updated_at);
-CREATE TABLE IF NOT EXISTS flow_signals (
-    flow        TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    signal      TEXT NOT NULL,
-    payload     TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (flow, key, signal)
-) WITHOUT ROWID;
-"""
-)
 
 # Re-linking `a` to `b` must leave no row pointing at `a` from b's system (or at `b` from
 # a's system) other than the new pair, so stale reverse links disappear with the old link.
@@ -149,10 +107,7 @@ class SqliteStore:
 
     def _create_tables(self) -> None:
         with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            for statement in [*ddl("REAL"), *identity_ddl("REAL")]:
+            for statement in [*store_tables("REAL", without_rowid=True), *ddl("REAL"), *identity_ddl("REAL")]:
                 conn.execute(statement)
 
     @contextmanager

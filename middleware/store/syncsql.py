@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from middleware.store.base import ConflictRecord, EchoStamp, RecordRef, SyncWrite
+from middleware.store.sql_filters import where_clause
 
 
 def ddl(real: str) -> list[str]:
@@ -124,24 +125,12 @@ class SyncSql:
         ids: Sequence[str] | None,
         limit: int,
     ) -> list[ConflictRecord]:
-        p = self.p
-        where: list[str] = []
-        params: list[Any] = []
-        if route is not None:
-            where.append(f"route = {p}")
-            params.append(route)
-        if status is not None:
-            where.append(f"status = {p}")
-            params.append(status)
-        if ids is not None:
-            if not ids:
-                return []
-            where.append(f"id IN ({', '.join([p] * len(ids))})")
-            params.extend(ids)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        if ids is not None and not ids:
+            return []  # asked for none of them, not for all
+        clause, params = where_clause(self.p, {"route": route, "status": status}, {"id": ids or ()})
         rows = conn.execute(
             f"SELECT {self.conflict_columns} FROM conflicts{clause} ORDER BY detected_at, id LIMIT {int(limit)}",
-            tuple(params),
+            params,
         ).fetchall()
         return [
             ConflictRecord(

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 
+from middleware.bench.configs import ACCOUNT_WRITES
 from middleware.broker import open_broker
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, H_ROUTE, Broker, Delivery, OutgoingMessage, dlq_name
 from middleware.config import load_config
@@ -86,16 +87,7 @@ def write_chaos_config(
                 "timeout_s": write_timeout_s,
                 "concurrency": 8,
                 "max_connections": 16,
-                "entities": {
-                    "account": {
-                        "write": {
-                            "mode": "create_or_update",
-                            "create": {"method": "POST", "path": "/api/accounts"},
-                            "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                            "id_path": "id",
-                        }
-                    }
-                },
+                "entities": {"account": ACCOUNT_WRITES},
             }
         },
         "routes": [

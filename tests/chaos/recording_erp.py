@@ -30,9 +30,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import unquote
+
+from deploy.demo.sample_server import QuietKeepAliveHandler
 
 Mode = Literal["normal", "unavailable", "hang"]
 ACCOUNTS = "/api/accounts"
@@ -195,13 +197,8 @@ class _Server(ThreadingHTTPServer):
         """Quiet: a client that timed out and closed its connection is part of the plan."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(QuietKeepAliveHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silent: thousands of writes a second."""
 
     def do_POST(self) -> None:
         body = self._body()

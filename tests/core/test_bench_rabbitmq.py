@@ -22,6 +22,7 @@ from middleware.bench.rabbitmq import (
     bench_worker_rss,
     find_rabbitmq,
     pika_parameters,
+    rabbitmq_sharding,
     running_workers,
     shards_for,
 )
@@ -101,6 +102,22 @@ def test_unreachable_broker_is_skipped_with_a_reason_and_no_password() -> None:
     assert url is None
     assert "--amqp-url" in reason and "--no-rabbitmq" in reason
     assert "s3cret-pw" not in reason
+
+
+def test_sharding_is_on_when_the_broker_has_the_consistent_hash_exchange(amqp_url: str) -> None:
+    assert rabbitmq_sharding(amqp_url) == "on"
+
+
+def test_without_the_consistent_hash_exchange_the_bench_says_to_enable_it_and_measures_unsharded(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from middleware.broker import rabbitmq_plugins
+
+    monkeypatch.setattr(rabbitmq_plugins, "CONSISTENT_HASH", "x-isthmus-no-such-type")  # as on a default RabbitMQ
+    assert rabbitmq_sharding(amqp_url) == (
+        "off: the rabbitmq_consistent_hash_exchange plugin is not enabled "
+        "(rabbitmq-plugins enable rabbitmq_consistent_hash_exchange); measured with unsharded routes"
+    )
 
 
 def test_bench_command_takes_long_amqp_url_and_no_rabbitmq() -> None:

@@ -1,15 +1,22 @@
-"""Shared pieces of the end-to-end tests: configs pointing at the sample systems, waiting."""
+"""Shared pieces of the end-to-end tests: the sample systems, configs pointing at them, a worker
+process, waiting."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pika
 import yaml
 
+from deploy.demo.sample_crm import SampleCrm
+from deploy.demo.sample_erp import SampleErp
+from middleware.demo.targets import expected_targets  # noqa: F401 - the e2e and SOAP tests import it from here
 from middleware.yamlsource import load_yaml_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,35 +65,35 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, inter
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def expected_targets(crm: Any) -> tuple[set[str], set[str]]:
-    """(customer numbers that must reach the ERP, won order numbers that must)."""
-    with crm.lock:
-        bad_customers = set(crm.bad_records["customers"])
-        bad_orders = set(crm.bad_records["orders"])
-        customers = {k for k in crm.customers.rows if k not in bad_customers}
-        orders = {
-            k
-            for k, o in crm.orders.rows.items()
-            if o["stage"] == "won" and k not in bad_orders and o["customer_no"] not in bad_customers
-        }
-    return customers, orders
-
-
-def delete_rabbit_queues(amqp_url: str, names: list[str], exchange: str | None = None) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url.split("?")[0]))
-    try:
-        channel = connection.channel()
-        for name in names:
-            for queue in (name, f"{name}.dlq", f"{name}.retry"):
-                channel.queue_delete(queue)
-        if exchange:
-            channel.exchange_delete(exchange)
-            channel.exchange_delete(f"{exchange}.unrouted")  # the alternate exchange the broker declares
-    finally:
-        connection.close()
-
-
 def customers_only_config(directory: Path, crm: Any, customers: int, broker: str) -> Path:
     """Seed `customers` CRM customers (no orders, none broken) and a config syncing only them."""
     crm.seed(customers=customers, orders_per_customer=0, with_bad_records=False)
     return write_config(directory, broker=broker, routes=["customers_crm_to_erp"], sources=["crm_customers"])
+
+
+@contextmanager
+def sample_systems(erp_latency_s: float) -> Iterator[tuple[SampleCrm, SampleErp]]:
+    """The sample CRM (with the demo's token) and ERP (no status steps), each ERP request held
+    `erp_latency_s`: so a signal to the worker lands while writes are in flight."""
+    crm = SampleCrm(token="demo-crm-token").start()
+    erp = SampleErp(advance_every_s=0).start()
+    erp.set_latency(erp_latency_s)
+    try:
+        yield crm, erp
+    finally:
+        crm.stop()
+        erp.stop()
+
+
+def start_worker_process(config: Path, crm: SampleCrm, erp: SampleErp, log: Path) -> subprocess.Popen[bytes]:
+    """`isthmus worker --config CONFIG` in a process of its own (to be signalled), pointed at the
+    sample systems, its output appended to `log`."""
+    env = dict(os.environ, DEMO_CRM_URL=crm.url, DEMO_ERP_URL=erp.url, DEMO_CRM_TOKEN="demo-crm-token")
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "middleware.cli.main", "worker", "--config", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )

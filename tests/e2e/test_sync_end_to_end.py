@@ -17,12 +17,13 @@ import pytest
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
+from middleware.bench.rabbitmq import delete_topology
 from middleware.broker.base import H_ERROR, H_ERROR_CLASS, OutgoingMessage, dlq_name
 from middleware.cli.main import main as isthmus
 from middleware.config import load_config
 from middleware.message import Envelope, Source
 from middleware.runtime.worker import Worker
-from tests.e2e.harness import delete_rabbit_queues, expected_targets, wait_until, write_config
+from tests.e2e.harness import expected_targets, wait_until, write_config
 
 ROUTES = ["customers_crm_to_erp", "orders_crm_to_erp", "order_status_erp_to_crm"]
 
@@ -51,7 +52,7 @@ def broker_setup(request: pytest.FixtureRequest, tmp_path: Path, unique_name: st
     exchange = f"isthmus_{unique_name}"
     suffix = f"_{unique_name}"
     yield f"{amqp_url}?exchange={exchange}", suffix
-    delete_rabbit_queues(amqp_url, [r + suffix for r in ROUTES] + ["isthmus.unrouted"], exchange)
+    delete_topology(amqp_url, [r + suffix for r in ROUTES] + ["isthmus.unrouted"], exchange)
 
 
 @pytest.fixture

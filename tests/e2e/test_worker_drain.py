@@ -19,20 +19,15 @@ import pytest
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
-from tests.e2e.harness import customers_only_config, wait_until
-from tests.e2e.test_worker_kill import _start_worker
+from tests.e2e.harness import customers_only_config, sample_systems, start_worker_process, wait_until
 
 CUSTOMERS = 300
 
 
 @pytest.fixture
 def systems() -> Iterator[tuple[SampleCrm, SampleErp]]:
-    crm = SampleCrm(token="demo-crm-token").start()
-    erp = SampleErp(advance_every_s=0).start()
-    erp.set_latency(0.01)  # batches take a while, so SIGTERM lands mid-batch
-    yield crm, erp
-    crm.stop()
-    erp.stop()
+    with sample_systems(erp_latency_s=0.01) as both:  # batches take a while, so SIGTERM lands mid-batch
+        yield both
 
 
 def _terminate(worker: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -53,14 +48,14 @@ def test_sigterm_finishes_the_batch_in_hand_and_restart_repeats_nothing(
     crm, erp = systems
     config = customers_only_config(tmp_path, crm, CUSTOMERS, f"embedded:///{tmp_path}/broker.db")
     log = tmp_path / "worker.log"
-    worker = _start_worker(config, crm, erp, log)
+    worker = start_worker_process(config, crm, erp, log)
     wait_until(lambda: erp.state(with_effects=False)["accounts"] >= 50, 60, "the first accounts")
     code, took = _terminate(worker)
     assert code == 0, log.read_text()
     stopped_at = erp.state(with_effects=False)["accounts"]
     assert stopped_at < CUSTOMERS, "the worker finished everything before SIGTERM: nothing was drained"
 
-    worker = _start_worker(config, crm, erp, log)
+    worker = start_worker_process(config, crm, erp, log)
     try:
         wait_until(lambda: erp.state(with_effects=False)["accounts"] >= CUSTOMERS, 90, "every customer")
         time.sleep(0.5)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,31 +12,15 @@ import pytest
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
-from tests.e2e.harness import REPO, customers_only_config, wait_until
+from tests.e2e.harness import customers_only_config, sample_systems, start_worker_process, wait_until
 
 CUSTOMERS = 400
 
 
 @pytest.fixture
 def systems() -> Iterator[tuple[SampleCrm, SampleErp]]:
-    crm = SampleCrm(token="demo-crm-token").start()
-    erp = SampleErp(advance_every_s=0).start()
-    erp.set_latency(0.003)  # keep writes in flight when the kill lands
-    yield crm, erp
-    crm.stop()
-    erp.stop()
-
-
-def _start_worker(config: Path, crm: SampleCrm, erp: SampleErp, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, DEMO_CRM_URL=crm.url, DEMO_ERP_URL=erp.url, DEMO_CRM_TOKEN="demo-crm-token")
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "middleware.cli.main", "worker", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
+    with sample_systems(erp_latency_s=0.003) as both:  # keep writes in flight when the kill lands
+        yield both
 
 
 @pytest.mark.slow
@@ -49,7 +31,7 @@ def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     config = customers_only_config(tmp_path, crm, CUSTOMERS, f"embedded:///{tmp_path}/broker.db?visibility_timeout=2")
     log = tmp_path / "worker.log"
     kills = 0
-    worker = _start_worker(config, crm, erp, log)
+    worker = start_worker_process(config, crm, erp, log)
     try:
         for threshold in (40, 140, 260):
             wait_until(lambda t=threshold: erp.state(with_effects=False)["accounts"] >= t, 60, f"{threshold} accounts")
@@ -58,7 +40,7 @@ def test_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
             kills += 1
             # change some records while the worker is down: they must sync after restart
             crm.upsert_customer({"customer_no": f"C-{1001 + kills}", "company": f"Changed While Down {kills}"})
-            worker = _start_worker(config, crm, erp, log)
+            worker = start_worker_process(config, crm, erp, log)
         wait_until(lambda: erp.state(with_effects=False)["accounts"] >= CUSTOMERS, 90, "every customer")
         wait_until(
             lambda: (
