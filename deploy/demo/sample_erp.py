@@ -8,6 +8,11 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
                       "customer_group", "blocked", "address": {...}} → 201 {"id": "A000001", ...}
        400 {"error": "account_name is required"} when it is missing or blank
   PUT  /api/accounts/{id}  → 200 the account (fields merged); 404 unknown
+       Every account carries `changed_at` (UTC, strictly increasing, set by each create and change)
+  GET  /api/accounts?changed_since=ISO&offset=N&limit=M, /api/sales-orders?changed_since=ISO&offset=N&limit=M
+       → {"items": [...], "total": N}: the records as GET by id answers them, sorted by
+       (changed_at, id), changed_at >= changed_since; limit 1..1000 (default 100). A sales
+       order's changed_at moves with its status (what a two-way sync or a reconciliation reads)
   POST /api/sales-orders {"account_id", "external_ref", "order_date", "currency",
                           "lines": [{"line_no", "item", "quantity", "unit_price"}]}
        → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines
@@ -168,6 +173,8 @@ class SampleErp(SampleService):
         parts = path.split("/")
         if method == "GET" and path == "/api/order-status":
             return self._order_status(request)
+        if method == "GET" and path in ("/api/accounts", "/api/sales-orders"):
+            return self._list(self.accounts if path == "/api/accounts" else self.orders, request)
         if len(parts) >= 3 and parts[1] == "api" and parts[2] in ("accounts", "sales-orders"):
             kind = parts[2]
             if len(parts) == 3 and method == "POST":
@@ -222,13 +229,13 @@ class SampleErp(SampleService):
             return response
 
     def _apply_account(self, body: dict[str, Any], account_id: str | None) -> Response:
-        body = {k: v for k, v in body.items() if k not in ("id", "version")}
+        body = {k: v for k, v in body.items() if k not in ("id", "version", "changed_at")}
         if account_id is None:
             name = body.get("account_name")
             if not isinstance(name, str) or not name.strip():
                 return error(400, "account_name is required")
             account_id = f"A{len(self.accounts) + 1:06d}"
-            record = {"id": account_id, **body, "version": 1}
+            record = {"id": account_id, **body, "version": 1, "changed_at": self._clock.next().isoformat()}
             self.accounts[account_id] = record
             return Response(201, record)
         current = self.accounts.get(account_id)
@@ -236,7 +243,7 @@ class SampleErp(SampleService):
             return error(404, f"unknown account {account_id!r}")
         if "account_name" in body and (not isinstance(body["account_name"], str) or not body["account_name"].strip()):
             return error(400, "account_name is required")
-        record = {**current, **body, "version": current["version"] + 1}
+        record = {**current, **body, "version": current["version"] + 1, "changed_at": self._clock.next().isoformat()}
         self.accounts[account_id] = record
         return Response(200, record)
 
@@ -267,6 +274,21 @@ class SampleErp(SampleService):
         self.orders[order_id] = {**order, "status": status, "changed_at": moment.isoformat()}
         self._status_moments[order_id] = moment
         self._status_index = None
+
+    def _list(self, table: dict[str, dict[str, Any]], request: Request) -> Response:
+        """Accounts or sales orders changed since a moment, oldest change first, a page at a time."""
+        try:
+            since_text = request.query.get("changed_since")
+            since = parse_moment(since_text) if since_text else None
+            offset = query_int(request, "offset", 0, 0, 10**9)
+            limit = query_int(request, "limit", 100, 1, 1000)
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        with self.lock:
+            ordered = sorted((parse_moment(r["changed_at"]), key) for key, r in table.items())
+            matching = ordered[bisect.bisect_left(ordered, (since, "")) :] if since else ordered
+            items = [dict(table[key]) for _, key in matching[offset : offset + limit]]
+            return Response(200, {"items": items, "total": len(matching)})
 
     def _order_status(self, request: Request) -> Response:
         try:

@@ -108,6 +108,23 @@ def test_sales_orders_are_updated_with_put_but_keep_their_status(erp) -> None:
     assert response.json()["currency"] == "USD" and response.json()["status"] == "NEW"
 
 
+def test_accounts_and_sales_orders_are_listed_by_change_time(erp) -> None:
+    first, second = account(erp, "First"), account(erp, "Second")
+    requests.put(f"{erp.url}/api/accounts/{first}", json={"phone": "+49 1"}, timeout=5)  # moves to the end
+    listed = requests.get(erp.url + "/api/accounts", timeout=5).json()
+    assert [a["id"] for a in listed["items"]] == [second, first] and listed["total"] == 2
+    assert listed["items"][1] == requests.get(f"{erp.url}/api/accounts/{first}", timeout=5).json()
+    since = listed["items"][1]["changed_at"]
+    later = requests.get(erp.url + "/api/accounts", params={"changed_since": since}, timeout=5).json()
+    assert [a["id"] for a in later["items"]] == [first]  # changed_at >= changed_since
+    page = requests.get(erp.url + "/api/accounts", params={"offset": 1, "limit": 1}, timeout=5).json()
+    assert [a["id"] for a in page["items"]] == [first] and page["total"] == 2
+    assert sales_order(erp, first, "SO-1").status_code == 201
+    orders = requests.get(erp.url + "/api/sales-orders", timeout=5).json()["items"]
+    assert [o["external_ref"] for o in orders] == ["SO-1"] and orders[0]["status"] == "NEW"
+    assert requests.get(erp.url + "/api/accounts", params={"limit": 0}, timeout=5).status_code == 400
+
+
 def status_feed(erp: SampleErp, **params: Any) -> Any:
     return requests.get(erp.url + "/api/order-status", params=params, timeout=5).json()
 
