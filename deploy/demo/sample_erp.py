@@ -15,7 +15,8 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
        order's changed_at moves with its status (what a two-way sync or a reconciliation reads)
   POST /api/sales-orders {"account_id", "external_ref", "order_date", "currency",
                           "lines": [{"line_no", "item", "quantity", "unit_price"}]}
-       → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines
+       → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines (`lines`
+       given must be a non-empty list of valid lines; without `lines` the order is a header, lines [])
   PUT  /api/sales-orders/{id} → 200 (status is the ERP's own and cannot be written)
   GET  /api/accounts/{id}, /api/sales-orders/{id}
   GET  /api/order-status?changed_since=ISO&offset=N&limit=M
@@ -255,11 +256,13 @@ class SampleErp(SampleService):
             account_id = body.get("account_id")
             if account_id not in self.accounts:
                 return error(422, f"unknown account_id {account_id!r}")
-        if order_id is None or "lines" in body:
+        if "lines" in body:
             lines, problem = _checked_lines(body.get("lines"))
             if problem:
                 return error(400, problem)
             body["lines"] = lines
+        elif order_id is None:
+            body["lines"] = []  # a header without lines, as ERPs take a draft order; its lines come later
         if order_id is None:
             order_id = f"SO{len(self.orders) + 1:05d}"
             self._set_status(order_id, {"id": order_id, **body, "version": 1}, "NEW")

@@ -101,6 +101,16 @@ def test_sales_order_with_a_non_numeric_quantity_is_400(erp) -> None:
     assert response.status_code == 400 and "quantity" in response.json()["error"]
 
 
+def test_sales_order_header_without_lines_is_created_but_empty_lines_are_400(erp) -> None:
+    body = {"account_id": account(erp), "external_ref": "SO-1", "order_date": "2026-11-24", "currency": "EUR"}
+    header = post(erp, "/api/sales-orders", body)
+    assert header.status_code == 201 and header.json()["lines"] == []
+    empty = post(erp, "/api/sales-orders", {**body, "external_ref": "SO-2", "lines": []})
+    assert empty.status_code == 400 and "lines" in empty.json()["error"]
+    later = requests.put(f"{erp.url}/api/sales-orders/{header.json()['id']}", json={"lines": ORDER_LINES}, timeout=5)
+    assert later.status_code == 200 and later.json()["lines"][0]["item"] == "WIDGET-1"
+
+
 def test_sales_orders_are_updated_with_put_but_keep_their_status(erp) -> None:
     sales_order(erp, account(erp), "SO-1")
     response = requests.put(f"{erp.url}/api/sales-orders/SO00001", json={"currency": "USD", "status": "INV"}, timeout=5)
