@@ -10,7 +10,8 @@ What a CRM's webhook delivery does, small enough to read in one sitting:
   replay window; `X-Crm-Event` and `X-Crm-Event-Id` name the event kind and its id (the
   same id on every attempt of one event);
 * events wait in a **bounded queue** (an event that does not fit is dropped and counted, as a
-  CRM sheds webhooks it cannot keep up with) and one sender thread delivers them in order;
+  CRM sheds webhooks it cannot keep up with) and one sender thread delivers them in order,
+  over one kept-alive HTTP/1.1 connection per receiver;
   an attempt that does not end in 2xx (receiver down, 5xx, 401, timeout) is **retried** with
   backoff, to the next URL, for up to `give_up_s` — a real CRM retries for hours; the events
   behind it wait (deliveries stay in order).
@@ -108,6 +109,7 @@ class WebhookSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._in_flight = 0
+        self._connections: dict[tuple[str, str, int | None], http.client.HTTPConnection] = {}  # sender thread only
 
     # ----- configuration ------------------------------------------------------------------
     def subscribe(self, urls: list[str], secret: str, events: Iterable[str] | None = None) -> Subscription:
@@ -174,7 +176,7 @@ class WebhookSender:
             except queue.Empty:
                 continue
             if event is None:
-                return
+                break
             with self._lock:
                 self._in_flight = 1
             try:
@@ -182,6 +184,8 @@ class WebhookSender:
             finally:
                 with self._lock:
                     self._in_flight = 0
+        for address in list(self._connections):
+            self._drop(address)
 
     def _deliver(self, event: _Event) -> None:
         subscription = event.subscription
@@ -204,10 +208,15 @@ class WebhookSender:
             delay = min(self.backoff_s[1], delay * 2)
 
     def _attempt(self, url: str, event: _Event) -> str | None:
-        """None when the receiver answered 2xx, else what went wrong."""
+        """None when the receiver answered 2xx, else what went wrong. Connections are kept alive
+        per receiver (HTTP/1.1) and dropped after a failure: a restarted receiver gets a new one."""
         parts = urlsplit(url)
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = connection_class(parts.hostname or "", parts.port, timeout=self.timeout_s)
+        address = (parts.scheme, parts.hostname or "", parts.port)
+        connection = self._connections.get(address)
+        if connection is None:
+            connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            connection = connection_class(address[1], address[2], timeout=self.timeout_s)
+            self._connections[address] = connection
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(event.subscription.secret, event.body, int(self.clock())),
@@ -219,8 +228,14 @@ class WebhookSender:
             connection.request("POST", path, body=event.body, headers=headers)
             response = connection.getresponse()
             response.read()
+            if response.will_close:
+                self._drop(address)
             return None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except (OSError, http.client.HTTPException) as exc:
+            self._drop(address)
             return f"{type(exc).__name__}: {exc}"
-        finally:
+
+    def _drop(self, address: tuple[str, str, int | None]) -> None:
+        connection = self._connections.pop(address, None)
+        if connection is not None:
             connection.close()

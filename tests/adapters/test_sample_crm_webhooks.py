@@ -28,6 +28,7 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[tuple[Message, bytes]] = []  # headers look up case-insensitively
+        self.clients: list[int] = []  # the sender's port per request: one port = one kept-alive connection
         self.status = 200
         received = self
 
@@ -35,7 +36,10 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 pass
 
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
+                received.clients.append(self.client_address[1])
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 received.requests.append((self.headers, body))
                 self.send_response(received.status)
@@ -120,6 +124,14 @@ def test_api_patch_sends_an_event_but_seed_and_status_write_backs_do_not(crm: Sa
     _wait(lambda: receiver.requests, "the PATCH's event")
     time.sleep(0.2)
     assert [(e["event"], e["data"]["customer_no"]) for e in receiver.events()] == [("customer.changed", "C-1001")]
+
+
+def test_deliveries_share_one_kept_alive_connection_per_receiver(crm: SampleCrm, receiver: Receiver) -> None:
+    crm.add_webhook(receiver.url, SECRET, ["customer.changed"])
+    for i in range(3):
+        crm.upsert_customer({"customer_no": f"C-{i}", "company": "Acme"})
+    _wait(lambda: len(receiver.requests) == 3, "three events")
+    assert len(set(receiver.clients)) == 1, receiver.clients
 
 
 def _free_port() -> int:
