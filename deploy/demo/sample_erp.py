@@ -13,6 +13,8 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
        → {"items": [...], "total": N}: the records as GET by id answers them, sorted by
        (changed_at, id), changed_at >= changed_since; limit 1..1000 (default 100). A sales
        order's changed_at moves with its status (what a two-way sync or a reconciliation reads)
+  GET  /api/accounts?external_ref=X, /api/sales-orders?external_ref=X
+       → {"items": [records with that external_ref, oldest first], "total": N} (how a writer finds one by key)
   POST /api/sales-orders {"account_id", "external_ref", "order_date", "currency",
                           "lines": [{"line_no", "item", "quantity", "unit_price"}]}
        → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines (`lines`
@@ -279,7 +281,13 @@ class SampleErp(SampleService):
         self._status_index = None
 
     def _list(self, table: dict[str, dict[str, Any]], request: Request) -> Response:
-        """Accounts or sales orders changed since a moment, oldest change first, a page at a time."""
+        """Accounts or sales orders changed since a moment, oldest change first, a page at a time;
+        with `external_ref=X` only the records holding it, oldest first (how a writer finds one by key)."""
+        external_ref = request.query.get("external_ref")
+        if external_ref is not None:
+            with self.lock:
+                items = [dict(r) for _, r in sorted(table.items()) if r.get("external_ref") == external_ref]
+            return Response(200, {"items": items, "total": len(items)})
         try:
             since_text = request.query.get("changed_since")
             since = parse_moment(since_text) if since_text else None

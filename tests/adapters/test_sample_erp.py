@@ -133,6 +133,9 @@ def test_accounts_and_sales_orders_are_listed_by_change_time(erp) -> None:
     orders = requests.get(erp.url + "/api/sales-orders", timeout=5).json()["items"]
     assert [o["external_ref"] for o in orders] == ["SO-1"] and orders[0]["status"] == "NEW"
     assert requests.get(erp.url + "/api/accounts", params={"limit": 0}, timeout=5).status_code == 400
+    by_ref = requests.get(erp.url + "/api/accounts", params={"external_ref": "C-1"}, timeout=5).json()["items"]
+    assert [a["id"] for a in by_ref] == [first, second]  # both made by account(): oldest first
+    assert requests.get(erp.url + "/api/sales-orders", params={"external_ref": "SO-9"}, timeout=5).json()["items"] == []
 
 
 def status_feed(erp: SampleErp, **params: Any) -> Any:

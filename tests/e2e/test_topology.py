@@ -62,10 +62,10 @@ def test_webhook_and_poll_with_a_two_way_pair_create_each_record_once_and_blank_
     for name, value in run.extra_env.items():  # the test reads the config too (queue depths)
         monkeypatch.setenv(name, value)
     try:
-        run.run()
-    finally:
-        run.workers.stop()
-    try:
+        try:
+            run.run()
+        finally:
+            run.workers.stop()  # before the findings: reconcile reads a quiet system
         findings = run.findings()
         diagnostics = run.diagnostics()
     finally:

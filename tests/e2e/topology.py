@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from adapters.rest.config import WriteSpec as RestWriteSpec
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
 from deploy.demo.webhook_sender import EVENT_ID_HEADER, SIGNATURE_HEADER
@@ -99,6 +100,22 @@ def _read(path: str, id_field: str, updated: str, since: str, records: str, page
     }
 
 
+def _erp_write(path: str) -> dict[str, Any]:
+    """create_or_update by external_ref. Where the REST writer can find a record by its key (issue 12's
+    identity recovery, `find:`), it is told how; on a tree without it the config stays loadable, so the
+    test fails on what the topology does, not on an unknown key."""
+    write: dict[str, Any] = {
+        "mode": "create_or_update",
+        "create": {"method": "POST", "path": path},
+        "update": {"method": "PUT", "path": path + "/{target_id}"},
+        "id_path": "id",
+        "key_field": "external_ref",
+    }
+    if "find" in RestWriteSpec.model_fields:
+        write["find"] = {"path": path, "param": "external_ref", "records_path": "items", "id_path": "id"}
+    return write
+
+
 def topology_config(directory: Path, *, broker: str, store: str, names: RouteNames) -> Path:
     """isthmus.yaml of the topology. Ports, URLs and the secret come from the environment
     (`Topology.env`), so both worker processes and the CLI share the one file."""
@@ -151,21 +168,11 @@ def topology_config(directory: Path, *, broker: str, store: str, names: RouteNam
                 "entities": {
                     "account": {
                         "read": _read("/api/accounts", "id", "changed_at", "changed_since", "items", erp_page),
-                        "write": {
-                            "mode": "create_or_update",
-                            "create": {"method": "POST", "path": "/api/accounts"},
-                            "update": {"method": "PUT", "path": "/api/accounts/{target_id}"},
-                            "id_path": "id",
-                        },
+                        "write": _erp_write("/api/accounts"),
                     },
                     "sales_order": {
                         "read": _read("/api/sales-orders", "id", "changed_at", "changed_since", "items", erp_page),
-                        "write": {
-                            "mode": "create_or_update",
-                            "create": {"method": "POST", "path": "/api/sales-orders"},
-                            "update": {"method": "PUT", "path": "/api/sales-orders/{target_id}"},
-                            "id_path": "id",
-                        },
+                        "write": _erp_write("/api/sales-orders"),
                     },
                 },
             },

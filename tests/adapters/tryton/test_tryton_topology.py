@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[3]
 CRM_TOKEN = "tryton-topology-token"
 SECRET = "tryton-topology-secret"
 ORDER_PATH = "/webhooks/crm/orders"
-ORDERS = 12
+ORDERS = 10
 ROUTES = ("customers_crm_to_tryton", "orders_crm_to_tryton", "won_orders_crm_to_tryton")
 ORDER_ROUTES = ROUTES[1:]
 CONFIRMED = ("confirmed", "processing", "done")
@@ -259,8 +259,9 @@ class TrytonTopology:
         return False
 
     def all_confirmed(self) -> bool:
-        states = {s["reference"]: s["state"] for s in self.sales()}
-        return len(states) >= ORDERS and all(state in CONFIRMED for state in states.values())
+        """Every won order has a confirmed sale (a second sale of one order is a finding, not a wait)."""
+        confirmed = {s["reference"] for s in self.sales() if s["state"] in CONFIRMED}
+        return len(confirmed) >= ORDERS
 
     def reconcile(self) -> tuple[int, dict[str, Any] | None, str]:
         done = subprocess.run(
@@ -342,8 +343,8 @@ def test_won_deals_by_webhook_and_poll_are_one_confirmed_sale_each_and_a_resend_
     run.workers.start_all()
     run.workers.wait_receiving()
     run.create()
-    if not run.settle(run.all_confirmed, 120):
-        findings.append(f"not every won order became a confirmed sale within 120 s: "
+    if not run.settle(run.all_confirmed, 75):
+        findings.append(f"not every won order became a confirmed sale within 75 s: "
                         f"{Counter(s['state'] for s in run.sales())}; messages waiting {run.waiting()}")  # fmt: skip
     findings += _findings_about_sales(run)
     before = {s["id"]: (s["state"], s["write_date"]) for s in run.sales()}
@@ -351,8 +352,8 @@ def test_won_deals_by_webhook_and_poll_are_one_confirmed_sale_each_and_a_resend_
 
     run.touch()  # the same deals again, after confirmation
     time.sleep(1.5)  # the poll and the webhook of the new versions
-    if not run.settle(lambda: True, 60):
-        findings.append(f"the re-sent deals were not handled within 60 s; messages waiting {run.waiting()}")
+    if not run.settle(lambda: True, 40):
+        findings.append(f"the re-sent deals were not handled within 40 s; messages waiting {run.waiting()}")
     letters = run.dead_letters()
     new_letters = {route: items[letters_before.get(route, 0) :] for route, items in letters.items()}
     if any(new_letters[r] for r in ORDER_ROUTES):
