@@ -37,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from adapters.rest.config import WriteSpec as RestWriteSpec
@@ -354,8 +355,6 @@ class Users(threading.Thread):
 
     def erp_put(self, account_id: str, body: dict[str, Any]) -> None:
         """An ERP user's edit, through the ERP's own API (stamps changed_at, bumps the version)."""
-        import requests
-
         response = requests.put(f"{self.erp.url}/api/accounts/{account_id}", json=body, timeout=5)
         response.raise_for_status()
 
@@ -397,8 +396,6 @@ class Workers:
 
     def wait_receiving(self, slots: list[int] | None = None, timeout_s: float = 60.0) -> None:
         """Until the workers' (or these slots') webhook receivers answer /healthz: they run."""
-        import requests
-
         deadline = time.monotonic() + timeout_s
         for slot, base in enumerate(self.webhook_bases):
             if slots is not None and slot not in slots:

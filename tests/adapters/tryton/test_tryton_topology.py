@@ -17,6 +17,7 @@ routes from creating one deal twice. What must hold:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections import Counter
@@ -159,8 +160,6 @@ class TrytonTopology:
             "TRYTON_PASSWORD": server.password,
             "TOPOLOGY_WEBHOOK_PORT": "0",
         }
-        import os
-
         self.env = {**os.environ, **self.extra_env}
         self.workers = Workers(self.config, self.env, directory)
         self.erp = TrytonAdapter("topology-check", server.system_settings())
