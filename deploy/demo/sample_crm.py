@@ -39,8 +39,18 @@ Admin (tests and the demo):
   POST /admin/seed {"customers", "orders_per_customer", "seed", "with_bad_records"}
   POST /admin/customers, /admin/orders, /admin/products {record} → upsert (bumps version, updated_at):
        what a CRM user's edit does; not counted in api_writes
+  POST /admin/webhooks {"url" (or a list of URLs), "secret", "events"} → 201 the subscription (no secret)
+       400 no http(s) URL, no secret, or an unknown event kind
+  GET  /admin/webhooks → {"subscriptions": [{"id", "urls", "events", "delivered", "failed_attempts",
+       "last_error"}], "queued", "dropped", "given_up"}
+Webhooks (deploy/demo/webhook_sender.py: signed `t=…,v1=…`, bounded queue, retried while the
+receiver is down). Every upsert of a customer (admin, Python or the API's PATCH) sends
+`customer.changed`; every upsert of an order whose stage is `won` sends `order.won`. The
+body is `{"event", "event_id", "occurred_at", "data"}` and `data` is a PARTIAL record, as
+real CRMs send: a customer without its address (`billing`), an order as its header (no
+`lines`). `seed()` loads in bulk and sends none; status write-backs (erp_* fields) send none.
 Python: `seed()`, `upsert_customer()`, `upsert_order()`, `upsert_product()`, `state()`, `customer()`,
-`order()`, `product()`.
+`order()`, `product()`, `add_webhook()`, `webhook_stats()`.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from deploy.demo.sample_server import (
     query_int,
     run_main,
 )
+from deploy.demo.webhook_sender import Subscription, WebhookSender
 from deploy.demo.write_ledger import WriteLedger
 
 CRM_ZONE = timezone(timedelta(hours=8))
@@ -142,6 +153,28 @@ class SampleCrm(SampleService):
         self.writes = WriteLedger()
         self.bad_records: dict[str, list[str]] = {"customers": [], "orders": []}
         self.clock = MonotonicClock(CRM_ZONE, timedelta(milliseconds=1))
+        self.webhooks = WebhookSender()
+
+    def stop(self) -> None:
+        self.webhooks.stop()
+        super().stop()
+
+    # ----- webhooks ----------------------------------------------------------------------
+    def add_webhook(self, url: str | list[str], secret: str, events: list[str] | None = None) -> dict[str, Any]:
+        """Subscribe `url` (or several, used in turn) to `events` (default: every kind); ValueError if invalid."""
+        urls = [url] if isinstance(url, str) else list(url)
+        subscription: Subscription = self.webhooks.subscribe(urls, secret, events)
+        return subscription.public()
+
+    def webhook_stats(self) -> dict[str, Any]:
+        return self.webhooks.stats()
+
+    def _announce(self, table: _Table, record: dict[str, Any]) -> None:
+        """Queue the webhook event of a changed record, with the partial payload a CRM sends."""
+        if table is self.customers:
+            self.webhooks.emit("customer.changed", record["updated_at"], _without(record, "billing"))
+        elif table is self.orders and record.get("stage") == "won":
+            self.webhooks.emit("order.won", record["updated_at"], _without(record, "lines"))
 
     # ----- data --------------------------------------------------------------------------
     def _stamp(self) -> str:
@@ -172,6 +205,7 @@ class SampleCrm(SampleService):
         version = int(old.get("version", 0)) + 1
         merged = {**defaults, **old, **record, "version": version, "updated_at": self._stamp()}
         table.put(merged)
+        self._announce(table, merged)
         return dict(merged)
 
     def customer(self, customer_no: str) -> dict[str, Any] | None:
@@ -424,6 +458,12 @@ class SampleCrm(SampleService):
             )
         return answer
 
+    def admin(self, request: Request) -> Response:
+        """`GET /admin/webhooks` (delivery stats, never the secret), else what every sample answers."""
+        if request.method == "GET" and request.path.rstrip("/") == "/admin/webhooks":
+            return Response(200, self.webhook_stats())
+        return super().admin(request)
+
     def admin_action(self, path: str, body: Any) -> Response | None:
         if path == "/admin/seed":
             return Response(
@@ -441,7 +481,18 @@ class SampleCrm(SampleService):
             return Response(200, self.upsert_order(body))
         if path == "/admin/products":
             return Response(200, self.upsert_product(body))
+        if path == "/admin/webhooks":
+            if not isinstance(body, dict):
+                return error(400, "body must be an object: {url, secret, events}")
+            url = body.get("url")
+            if not isinstance(url, str | list):
+                return error(400, "url must be an http(s) URL or a list of them")
+            return Response(201, self.add_webhook(url, str(body.get("secret") or ""), body.get("events")))
         return None
+
+
+def _without(record: dict[str, Any], field: str) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != field}
 
 
 def main(argv: list[str] | None = None) -> int:

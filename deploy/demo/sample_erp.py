@@ -8,9 +8,17 @@ API (bearer token required when `token` is set; `/admin/*` never needs it):
                       "customer_group", "blocked", "address": {...}} → 201 {"id": "A000001", ...}
        400 {"error": "account_name is required"} when it is missing or blank
   PUT  /api/accounts/{id}  → 200 the account (fields merged); 404 unknown
+       Every account carries `changed_at` (UTC, strictly increasing, set by each create and change)
+  GET  /api/accounts?changed_since=ISO&offset=N&limit=M, /api/sales-orders?changed_since=ISO&offset=N&limit=M
+       → {"items": [...], "total": N}: the records as GET by id answers them, sorted by
+       (changed_at, id), changed_at >= changed_since; limit 1..1000 (default 100). A sales
+       order's changed_at moves with its status (what a two-way sync or a reconciliation reads)
+  GET  /api/accounts?external_ref=X, /api/sales-orders?external_ref=X
+       → {"items": [records with that external_ref, oldest first], "total": N} (how a writer finds one by key)
   POST /api/sales-orders {"account_id", "external_ref", "order_date", "currency",
                           "lines": [{"line_no", "item", "quantity", "unit_price"}]}
-       → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines
+       → 201 {"id": "SO00001", "status": "NEW", ...}; 422 unknown account_id; 400 bad lines (`lines`
+       given must be a non-empty list of valid lines; without `lines` the order is a header, lines [])
   PUT  /api/sales-orders/{id} → 200 (status is the ERP's own and cannot be written)
   GET  /api/accounts/{id}, /api/sales-orders/{id}
   GET  /api/accounts?external_ref=X, /api/sales-orders?external_ref=X
@@ -164,6 +172,8 @@ class SampleErp(SampleService):
         parts = path.split("/")
         if method == "GET" and path == "/api/order-status":
             return self._order_status(request)
+        if method == "GET" and path in ("/api/accounts", "/api/sales-orders"):
+            return self._list(self.accounts if path == "/api/accounts" else self.orders, request)
         if len(parts) >= 3 and parts[1] == "api" and parts[2] in ("accounts", "sales-orders"):
             kind = parts[2]
             if len(parts) == 3 and method == "POST":
@@ -214,13 +224,13 @@ class SampleErp(SampleService):
             return response
 
     def _apply_account(self, body: dict[str, Any], account_id: str | None) -> Response:
-        body = {k: v for k, v in body.items() if k not in ("id", "version")}
+        body = {k: v for k, v in body.items() if k not in ("id", "version", "changed_at")}
         if account_id is None:
             name = body.get("account_name")
             if not isinstance(name, str) or not name.strip():
                 return error(400, "account_name is required")
             account_id = f"A{len(self.accounts) + 1:06d}"
-            record = {"id": account_id, **body, "version": 1}
+            record = {"id": account_id, **body, "version": 1, "changed_at": self._clock.next().isoformat()}
             self.accounts[account_id] = record
             return Response(201, record)
         current = self.accounts.get(account_id)
@@ -228,7 +238,7 @@ class SampleErp(SampleService):
             return error(404, f"unknown account {account_id!r}")
         if "account_name" in body and (not isinstance(body["account_name"], str) or not body["account_name"].strip()):
             return error(400, "account_name is required")
-        record = {**current, **body, "version": current["version"] + 1}
+        record = {**current, **body, "version": current["version"] + 1, "changed_at": self._clock.next().isoformat()}
         self.accounts[account_id] = record
         return Response(200, record)
 
@@ -240,11 +250,13 @@ class SampleErp(SampleService):
             account_id = body.get("account_id")
             if account_id not in self.accounts:
                 return error(422, f"unknown account_id {account_id!r}")
-        if order_id is None or "lines" in body:
+        if "lines" in body:
             lines, problem = _checked_lines(body.get("lines"))
             if problem:
                 return error(400, problem)
             body["lines"] = lines
+        elif order_id is None:
+            body["lines"] = []  # a header without lines, as ERPs take a draft order; its lines come later
         if order_id is None:
             order_id = f"SO{len(self.orders) + 1:05d}"
             self._set_status(order_id, {"id": order_id, **body, "version": 1}, "NEW")
@@ -258,6 +270,27 @@ class SampleErp(SampleService):
         moment = self._clock.next()
         self.orders[order_id] = {**order, "status": status, "changed_at": moment.isoformat()}
         self._status_changes.touch(order_id, moment)
+
+    def _list(self, table: dict[str, dict[str, Any]], request: Request) -> Response:
+        """Accounts or sales orders changed since a moment, oldest change first, a page at a time;
+        with `external_ref=X` only the records holding it, oldest first (how a writer finds one by key)."""
+        external_ref = request.query.get("external_ref")
+        if external_ref is not None:
+            with self.lock:
+                items = [dict(r) for _, r in sorted(table.items()) if r.get("external_ref") == external_ref]
+            return Response(200, {"items": items, "total": len(items)})
+        try:
+            since_text = request.query.get("changed_since")
+            since = parse_moment(since_text) if since_text else None
+            offset = query_int(request, "offset", 0, 0, 10**9)
+            limit = query_int(request, "limit", 100, 1, 1000)
+        except ValueError as exc:
+            return error(400, f"bad query: {exc}")
+        with self.lock:
+            ordered = sorted((parse_moment(r["changed_at"]), key) for key, r in table.items())
+            matching = ordered[bisect.bisect_left(ordered, (since, "")) :] if since else ordered
+            items = [dict(table[key]) for _, key in matching[offset : offset + limit]]
+            return Response(200, {"items": items, "total": len(matching)})
 
     def _order_status(self, request: Request) -> Response:
         since = query_moment(request, "changed_since")

@@ -101,11 +101,41 @@ def test_sales_order_with_a_non_numeric_quantity_is_400(erp) -> None:
     assert response.status_code == 400 and "quantity" in response.json()["error"]
 
 
+def test_sales_order_header_without_lines_is_created_but_empty_lines_are_400(erp) -> None:
+    body = {"account_id": account(erp), "external_ref": "SO-1", "order_date": "2026-11-24", "currency": "EUR"}
+    header = post(erp, "/api/sales-orders", body)
+    assert header.status_code == 201 and header.json()["lines"] == []
+    empty = post(erp, "/api/sales-orders", {**body, "external_ref": "SO-2", "lines": []})
+    assert empty.status_code == 400 and "lines" in empty.json()["error"]
+    later = requests.put(f"{erp.url}/api/sales-orders/{header.json()['id']}", json={"lines": ORDER_LINES}, timeout=5)
+    assert later.status_code == 200 and later.json()["lines"][0]["item"] == "WIDGET-1"
+
+
 def test_sales_orders_are_updated_with_put_but_keep_their_status(erp) -> None:
     sales_order(erp, account(erp), "SO-1")
     response = requests.put(f"{erp.url}/api/sales-orders/SO00001", json={"currency": "USD", "status": "INV"}, timeout=5)
     assert response.status_code == 200
     assert response.json()["currency"] == "USD" and response.json()["status"] == "NEW"
+
+
+def test_accounts_and_sales_orders_are_listed_by_change_time(erp) -> None:
+    first, second = account(erp, "First"), account(erp, "Second")
+    requests.put(f"{erp.url}/api/accounts/{first}", json={"phone": "+49 1"}, timeout=5)  # moves to the end
+    listed = requests.get(erp.url + "/api/accounts", timeout=5).json()
+    assert [a["id"] for a in listed["items"]] == [second, first] and listed["total"] == 2
+    assert listed["items"][1] == requests.get(f"{erp.url}/api/accounts/{first}", timeout=5).json()
+    since = listed["items"][1]["changed_at"]
+    later = requests.get(erp.url + "/api/accounts", params={"changed_since": since}, timeout=5).json()
+    assert [a["id"] for a in later["items"]] == [first]  # changed_at >= changed_since
+    page = requests.get(erp.url + "/api/accounts", params={"offset": 1, "limit": 1}, timeout=5).json()
+    assert [a["id"] for a in page["items"]] == [first] and page["total"] == 2
+    assert sales_order(erp, first, "SO-1").status_code == 201
+    orders = requests.get(erp.url + "/api/sales-orders", timeout=5).json()["items"]
+    assert [o["external_ref"] for o in orders] == ["SO-1"] and orders[0]["status"] == "NEW"
+    assert requests.get(erp.url + "/api/accounts", params={"limit": 0}, timeout=5).status_code == 400
+    by_ref = requests.get(erp.url + "/api/accounts", params={"external_ref": "C-1"}, timeout=5).json()["items"]
+    assert [a["id"] for a in by_ref] == [first, second]  # both made by account(): oldest first
+    assert requests.get(erp.url + "/api/sales-orders", params={"external_ref": "SO-9"}, timeout=5).json()["items"] == []
 
 
 def status_feed(erp: SampleErp, **params: Any) -> Any:
