@@ -43,6 +43,7 @@ Python: `fail_next()`, `set_latency()`, `advance_all()`, `state()`, `account()`,
 
 from __future__ import annotations
 
+import bisect
 import sys
 import threading
 import time
@@ -57,6 +58,7 @@ from deploy.demo.sample_server import (
     Response,
     SampleService,
     error,
+    parse_moment,
     query_int,
     query_moment,
     run_main,
