@@ -25,9 +25,10 @@ from psycopg import sql
 
 from deploy.demo.sample_crm import SampleCrm
 from deploy.demo.sample_erp import SampleErp
+from middleware.bench.rabbitmq import delete_topology
 from middleware.store import open_store
 from middleware.store.base import TargetIdentity
-from tests.e2e.harness import REPO, delete_rabbit_queues, wait_until, write_config
+from tests.e2e.harness import REPO, wait_until, write_config
 
 CUSTOMERS = 200
 KILLS = 5
@@ -55,7 +56,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) ->
     suffix, exchange = f"_{unique_name}", f"isthmus.{unique_name}"
     store = f"{postgres_url}{'&' if '?' in postgres_url else '?'}schema={unique_name}"
     yield f"{amqp_url}?exchange={exchange}", store, suffix
-    delete_rabbit_queues(amqp_url, [r + suffix for r in ROUTES], exchange)
+    delete_topology(amqp_url, [r + suffix for r in ROUTES], exchange)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(unique_name)))
 
