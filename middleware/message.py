@@ -44,6 +44,11 @@ class Source(BaseModel):
     version: str | None = Field(
         default=None, description="Record version or updated_at; with record_id it identifies one change."
     )
+    view: str | None = Field(
+        default=None,
+        description="Which view of the record the payload is, when it may carry only part of it (a webhook's "
+        "event, e.g. 'webhook:/webhooks/crm/customers'); None for the record as its system reads it whole.",
+    )
 
 
 class Envelope(BaseModel):
@@ -90,10 +95,16 @@ class Envelope(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        """Same source record version → same key, however often it is read or delivered."""
+        """Same source record version → same key, however often it is read or delivered.
+
+        A partial view of a version (a webhook event that carries no address) has a key of its
+        own: applying it must not make the whole record of the same version, read by a poll,
+        look applied already — that would leave the fields only the whole record carries unwritten.
+        Redeliveries of the same event keep their one key."""
         src = self.source
         if src.version is not None:
-            return f"{src.system}:{src.entity}:{src.record_id}@{src.version}"
+            view = f"#{src.view}" if src.view else ""
+            return f"{src.system}:{src.entity}:{src.record_id}@{src.version}{view}"
         return f"msg:{self.message_id}"
 
     def to_bytes(self) -> bytes:

@@ -28,6 +28,13 @@ from adapters.tryton.rpc import TrytonRpc, TrytonUserError
 log = structlog.get_logger("isthmus.adapters.tryton")
 
 STEPS = ("draft", "quote", "confirm", "reserve")
+# Tryton's words when a workflow transition is not allowed in the record's current state.
+TRANSITION_REFUSED = "You can not call"
+# The sale states that are at or past each step: a step refused in one of them was done already.
+PAST_STEP = {
+    "quote": frozenset({"quotation", "confirmed", "processing", "done"}),
+    "confirm": frozenset({"confirmed", "processing", "done"}),
+}
 SALE = "sale.sale"
 SHIPMENT = "stock.shipment.out"
 
@@ -35,10 +42,14 @@ SHIPMENT = "stock.shipment.out"
 class SaleWorkflow:
     def __init__(self, rpc: TrytonRpc) -> None:
         self.rpc = rpc
+        # sales of the last `advance` whose step was refused as not allowed in a state that did
+        # not allow it a moment before: another writer is moving the same sale (worth a retry)
+        self.contended: set[int] = set()
 
     def advance(self, sale_ids: list[int], target: str) -> dict[int, str]:
         """Drive `sale_ids` up to `target`; returns the reason per sale that could not get there."""
         failed: dict[int, str] = {}
+        self.contended = set()
         if target == "draft" or not sale_ids:
             return failed
         states = self._states(sale_ids)
@@ -88,9 +99,22 @@ class SaleWorkflow:
         except TrytonUserError:
             if len(sale_ids) == 1:
                 raise_or_record(self.rpc, SALE, method, sale_ids[0], failed)
+                self._forgive_overtaken(method, [s for s in sale_ids if s in failed], failed)
                 return
         for sale in sale_ids:
             raise_or_record(self.rpc, SALE, method, sale, failed)
+        self._forgive_overtaken(method, [s for s in sale_ids if s in failed], failed)
+
+    def _forgive_overtaken(self, method: str, refused: list[int], failed: dict[int, str]) -> None:
+        """A refused step on a sale that another writer (a second route or worker on the same
+        sale) moved past that step meanwhile is no failure: the sale is where it was asked to be."""
+        passed = PAST_STEP.get(method, frozenset())
+        for sale, state in self._states(refused).items():
+            if state in passed:
+                failed.pop(sale, None)
+                log.info("tryton_workflow_step_overtaken", method=method, record=sale, state=state)
+            elif TRANSITION_REFUSED in failed.get(sale, ""):
+                self.contended.add(sale)  # the other writer's transaction has not committed yet
 
     def _shipment_step(
         self, method: str, shipment_ids: list[int], sale_of: dict[int, int], failed: dict[int, str]

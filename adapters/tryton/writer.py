@@ -479,7 +479,10 @@ class TrytonWriter:
         sales = sorted({item.target for item in items if item.target is not None})
         failed = self.workflow.advance(sales, spec.workflow)
         for item in items:
-            if item.target in failed:
+            if item.target in self.workflow.contended:
+                # another writer is moving the same sale through its workflow: ask again later
+                item.result = WriteResult("transient", error=f"sale {item.target}: {failed[item.target]}")
+            elif item.target in failed:
                 # the sale exists: a replay after the fix finds it through key_field and goes on
                 item.result = WriteResult("permanent", error=f"sale {item.target}: {failed[item.target]}")
 

@@ -278,6 +278,7 @@ def read_events(endpoint: WebhookEndpoint, body: bytes, headers: HeaderLookup, c
                     entity=kind.entity,
                     record_id=str(record_id),
                     version=None if version is None else str(version),
+                    view=f"webhook:{endpoint.path}",
                 ),
                 occurred_at=occurred,
                 received_at=received,

@@ -443,11 +443,18 @@ class TwoWaySync:
         work.state_changed = True
         stamp_matches = stamp is not None and stamp.content_hash == content_hash(values, stamp.fields)
         seen = state.data.setdefault("seen", {})
-        older = changed_at < float(seen.get(source, float("-inf")))  # a newer read of the record came first
+        # A newer read of a field came first: it showed what the system holds since. Kept per
+        # field, because a partial read (a webhook without the address) shows nothing of the
+        # fields it lacks; pair states from before that fall back to the record's newest read.
+        seen_fields = state.data.setdefault("seen_fields", {})
+        fallback = float(seen.get(source, float("-inf"))) if source not in seen_fields else float("-inf")
+        seen_by_field = seen_fields.setdefault(source, {})
         seen[source] = max(changed_at, float(seen.get(source, changed_at)))
         user_changes: dict[str, tuple[Any, bool]] = {}
         for name in carried:
             value = values[name]
+            older = changed_at < float(seen_by_field.get(name, fallback))
+            seen_by_field[name] = max(changed_at, float(seen_by_field.get(name, changed_at)))
             if stamp_matches and stamp is not None and name in stamp.fields:
                 continue
             known, held = state.held_at(name, source, changed_at)
@@ -745,6 +752,7 @@ class TwoWaySync:
         state.data["refs"] = {source: ref_text(work.source), target: ref_text(work.target)}
         state.data["canonical"] = {source: work.canonical}
         state.data["seen"] = {source: changed_at}
+        state.data["seen_fields"] = {source: dict.fromkeys(work.values, changed_at)}
         for name, value in work.values.items():
             state.field(name)["agreed"] = [value, changed_at, source]
             state.add(name, source, changed_at, value, "u")

@@ -82,8 +82,10 @@ def test_the_same_messages_fed_to_the_pair_itself_are_safe(tmp_path: Path) -> No
 
 
 def test_two_routes_creating_one_entity_without_a_shared_key_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    # Tryton routes share the adapter's key field by default; `key: []` turns the identity off
+    unkeyed = {**SALE_ROUTE, "to": {"system": "tryton", "entity": "sale", "key": []}}
     path = write_config(
-        tmp_path, {"name": "deals_webhook", **SALE_ROUTE}, {**SALE_ROUTE, "name": "deals_poll", "on": ["order.polled"]}
+        tmp_path, {"name": "deals_webhook", **unkeyed}, {**unkeyed, "name": "deals_poll", "on": ["order.polled"]}
     )
     (warning,) = load_config(path).warnings
     assert warning.severity == "warning" and "'deals_webhook', 'deals_poll' all write tryton.sale" in warning.message
@@ -91,6 +93,13 @@ def test_two_routes_creating_one_entity_without_a_shared_key_is_a_warning_not_a_
     result = validate(path)
     assert result.returncode == 0, result.stderr
     assert "warning:" in result.stderr and "tryton.sale" in result.stderr
+
+
+def test_two_routes_on_the_adapters_default_business_key_need_no_warning(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, {"name": "deals_webhook", **SALE_ROUTE}, {**SALE_ROUTE, "name": "deals_poll", "on": ["order.polled"]}
+    )
+    assert load_config(path).warnings == []
 
 
 def test_a_shared_business_key_silences_the_warning(tmp_path: Path) -> None:
