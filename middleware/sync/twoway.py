@@ -660,6 +660,11 @@ class TwoWaySync:
                 known, held = state.current(name, self.target_system)
                 if known:
                     holds[name] = held
+                elif name in work.to_write:
+                    # never written into the target: `base` already carries this change, and
+                    # comparing with it would find nothing to write (a field first seen in a
+                    # whole record after a partial one created the target record)
+                    holds.pop(name, None)
             wanted = {**holds, **work.to_write}
             new, old = self.tail(wanted), self.tail(holds)
             if new is None:

@@ -47,12 +47,6 @@ def rabbitmq_postgres(amqp_url: str, postgres_url: str, unique_name: str) -> Ite
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 12 is open here: no record is created twice, no CRM field is blanked and every order keeps "
-    "its lines, but on the two-way customer pair about 40 of 100 ERP accounts end without the address that "
-    "only the poll's whole record carries, when the partial webhook of the same version came first",
-)
 @pytest.mark.parametrize(
     "services",
     [
